@@ -1,0 +1,129 @@
+"""Metrics as pure functions on aligned float arrays in [0, 1] (``data_range`` explicit).
+
+``METRICS`` lists each with its label and direction. PSNR of identical images is ``inf``
+(reported as such in JSON as the string "inf"); nothing crashes on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from pipelines.convert import pil_to_array
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB; ``inf`` for identical inputs. Shapes must match."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: shapes differ {a.shape} vs {b.shape}")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
+    """SSIM with an 11×11 Gaussian window (σ = 1.5, population covariance) — the convention
+    of the SR literature (Wang et al. 2004). ``(H, W)`` or ``(H, W, C)`` arrays."""
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: shapes differ {a.shape} vs {b.shape}")
+    kw = {"channel_axis": -1} if a.ndim == 3 else {}
+    if min(a.shape[:2]) < 11:
+        return float(structural_similarity(a, b, data_range=data_range, win_size=3, **kw))
+    return float(
+        structural_similarity(
+            a,
+            b,
+            data_range=data_range,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            **kw,
+        )
+    )
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of ``(H, W, 3)`` RGB in [0, 1], as in MATLAB's rgb2ycbcr: Y in [16, 235]/255."""
+    return (16.0 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
+
+
+def shave(a: np.ndarray, border: int) -> np.ndarray:
+    """Drop ``border`` pixels on every side (the SR papers' convention: border = scale)."""
+    if border <= 0:
+        return a
+    return a[border:-border, border:-border]
+
+
+def downscale(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Antialiased bicubic resize (what LR-consistency and the eval's LR inputs use)."""
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def lr_consistency(output: Image.Image, low_res: Image.Image) -> float:
+    """PSNR (dB) of ``output`` downscaled to ``low_res``'s size against ``low_res``: how far
+    the output contradicts its own input (higher = more consistent)."""
+    return psnr(pil_to_array(downscale(output, low_res.size)), pil_to_array(low_res))
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    label: str
+    higher_is_better: bool
+    description: str
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "psnr_vs_bicubic",
+        "PSNR vs bicubic (dB)",
+        True,
+        "distance from the bicubic baseline (level 8): measures change, not quality",
+    ),
+    MetricSpec("ssim_vs_bicubic", "SSIM vs bicubic", True, "structural similarity to the bicubic baseline"),
+    MetricSpec(
+        "lr_consistency",
+        "LR-consistency (dB)",
+        True,
+        "PSNR of the output downscaled back to the input size, against the input",
+    ),
+    MetricSpec("psnr_vs_gt", "PSNR vs ground truth (dB)", True, "fidelity to a ground-truth image, when one is given"),
+    MetricSpec("ssim_vs_gt", "SSIM vs ground truth", True, "structural fidelity to a ground truth, when one is given"),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+def score_level(
+    output: Image.Image, baseline: Image.Image, low_res: Image.Image, ground_truth: Image.Image | None = None
+) -> dict[str, float]:
+    """All metrics of one level (RGB, at the output size)."""
+    out = pil_to_array(output)
+    base = pil_to_array(baseline)
+    scores = {
+        "psnr_vs_bicubic": psnr(out, base),
+        "ssim_vs_bicubic": ssim(out, base),
+        "lr_consistency": lr_consistency(output, low_res),
+    }
+    if ground_truth is not None:
+        gt = pil_to_array(
+            ground_truth.resize(output.size, Image.Resampling.BICUBIC)
+            if ground_truth.size != output.size
+            else ground_truth
+        )
+        scores["psnr_vs_gt"] = psnr(out, gt)
+        scores["ssim_vs_gt"] = ssim(out, gt)
+    return scores
+
+
+def json_number(value: float) -> float | str:
+    """JSON has no infinity: ``inf`` becomes the string "inf"."""
+    return "inf" if math.isinf(value) else round(value, 4)
+
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]

@@ -1,0 +1,479 @@
+"""The generative refiner: SD 1.5 img2img + tile ControlNet + the detail LoRA, on diffusers.
+
+Arranged so nothing is computed twice in a nine-level run:
+1. the prompt is encoded once (once per LoRA scale only if the LoRA also adapts the text
+   encoder, since the embedding then depends on the scale);
+2. each base image is VAE-encoded once and reused by every LoRA scale;
+3. one seed gives one noise field over the whole latent canvas, shared by every base and
+   scale, so levels differ only through the dial;
+4. per LoRA scale (the scale is global per forward pass), all bases × latent tiles are
+   batched through ControlNet + UNet; noise predictions of overlapping tiles are blended with
+   a raised-cosine weight before each scheduler step (MultiDiffusion), so no seam can form;
+5. the result is VAE-decoded (tiled above ``vae_tile_pixels``) and its colour fixed against
+   the base (wavelet: low frequencies from the base, high frequencies from the refinement).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import presets
+from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError
+from pipelines.tiling import blend_tiles, blend_weight
+
+log = logging.getLogger(__name__)
+
+LORA_ADAPTER = "detail"
+FETCH_COMMAND = "python cli.py download"
+DIFFUSION_PATTERNS = [
+    "model_index.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+class Cancelled(LabError):
+    """The run was cancelled by its caller."""
+
+
+@dataclass(frozen=True)
+class DiffusionModels:
+    """Where the three diffusion parts come from: a hub repo id or a local folder/file."""
+
+    sd15: str = presets.MODELS["sd15"].repo
+    controlnet: str = presets.MODELS["controlnet_tile"].repo
+    lora: str = presets.MODELS["detail_lora"].repo
+    lora_file: str | None = presets.MODELS["detail_lora"].file
+
+    def describe(self) -> dict[str, dict[str, str | None]]:
+        out: dict[str, dict[str, str | None]] = {}
+        for mid, src in (("sd15", self.sd15), ("controlnet_tile", self.controlnet), ("detail_lora", self.lora)):
+            spec = presets.MODELS[mid]
+            local = Path(src).exists()
+            out[mid] = {
+                "source": src,
+                "revision": None if local else spec.revision,
+                "file": self.lora_file if mid == "detail_lora" else None,
+            }
+        return out
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def resolve(
+    model_id: str, source: str, *, file: str | None = None, patterns: list[str] | None = None, download: bool = False
+) -> Path:
+    """Local path for ``source`` (a local folder/file is used as is; a hub repo is looked up
+    in the hub cache, and downloaded only when ``download`` is true and the hub is online).
+
+    Raises ModelMissingError naming the model and the command that fetches it.
+    """
+    local = Path(source)
+    if local.exists():
+        return local / file if (file and local.is_dir()) else local
+    if source.startswith((".", "/")) or source.count("/") != 1:
+        raise ModelMissingError(model_id, f"no such local path {source!r}", "give an existing folder")
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    spec = presets.MODELS[model_id]
+    only_local = not download or hub_offline()
+    try:
+        if file:
+            return Path(hf_hub_download(source, file, revision=spec.revision, local_files_only=only_local))
+        return Path(
+            snapshot_download(source, revision=spec.revision, allow_patterns=patterns, local_files_only=only_local)
+        )
+    except Exception as exc:  # the hub raises many types (offline, not cached, network, auth)
+        why = "not in the local hub cache" + (" and HF_HUB_OFFLINE=1" if hub_offline() else "")
+        if download and not hub_offline():
+            why = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        raise ModelMissingError(model_id, f"{source}@{spec.revision} {why}", FETCH_COMMAND) from exc
+
+
+def check_available(models: DiffusionModels) -> dict[str, str | None]:
+    """For each diffusion model id: None if available locally, else the reason it is missing."""
+    out: dict[str, str | None] = {}
+    for mid, src, file, pat in (
+        ("sd15", models.sd15, None, DIFFUSION_PATTERNS),
+        ("controlnet_tile", models.controlnet, None, CONTROLNET_PATTERNS),
+        ("detail_lora", models.lora, models.lora_file, None),
+    ):
+        try:
+            resolve(mid, src, file=file, patterns=pat)
+            out[mid] = None
+        except ModelMissingError as exc:
+            out[mid] = str(exc)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Refiner:
+    """Loaded diffusion parts on one device. Build with :func:`load_refiner`."""
+
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    controlnet: Any
+    vae: Any
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    text_encoder_has_lora: bool
+    vae_tile_pixels: int = 1024 * 1024
+    _prompt_cache: dict[tuple[str, str, float | None], torch.Tensor] = field(default_factory=dict)
+    _lora_scale: float | None = None
+    _pipe: Any = None
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # ----------------------------------------------------------------- prompt
+    def encode_prompt(self, prompt: str, negative: str) -> tuple[torch.Tensor, list[str]]:
+        """``(2, T, D)`` embeddings [negative, positive] and warnings (truncation)."""
+        key_scale = self._lora_scale if self.text_encoder_has_lora else None
+        key = (prompt, negative, key_scale)
+        warnings: list[str] = []
+        limit = int(self.tokenizer.model_max_length)
+        for name, text in (("prompt", prompt), ("negative prompt", negative)):
+            n = len(self.tokenizer(text, truncation=False).input_ids)
+            if n > limit:
+                warnings.append(f"{name} is {n} tokens; the text encoder reads the first {limit}")
+        if key not in self._prompt_cache:
+            ids = self.tokenizer(
+                [negative, prompt],
+                padding="max_length",
+                max_length=limit,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
+            with torch.inference_mode():
+                emb = self.text_encoder(ids)[0].to(self.dtype)
+            self._prompt_cache = {key: emb}  # one entry: prompts change between runs
+        return self._prompt_cache[key], warnings
+
+    # ----------------------------------------------------------------- lora
+    def set_lora_scale(self, scale: float) -> None:
+        if self._lora_scale != scale:
+            self._pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+            self._lora_scale = scale
+
+    # ----------------------------------------------------------------- vae
+    def _vae_tiling(self, pixels: int) -> None:
+        if pixels > self.vae_tile_pixels:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] → latents ``(B, 4, H/8, W/8)`` (scaled, distribution mean)."""
+        self._vae_tiling(images.shape[-1] * images.shape[-2])
+        out = []
+        with torch.inference_mode():
+            for img in images:  # one at a time: bounded memory, each base encoded once
+                x = img[None].to(self.device, self.dtype) * 2 - 1
+                out.append(self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor)
+        return torch.cat(out)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, 4, h, w)`` → images ``(B, 3, 8h, 8w)`` float32 in [0, 1] on the CPU."""
+        s = self.vae_scale
+        self._vae_tiling(latents.shape[-1] * latents.shape[-2] * s * s)
+        out = []
+        with torch.inference_mode():
+            for lat in latents:
+                img = self.vae.decode(lat[None] / self.vae.config.scaling_factor).sample
+                out.append(((img.float() + 1) / 2).clamp(0, 1).cpu())
+        return torch.cat(out)
+
+
+def load_refiner(
+    models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False
+) -> Refiner:
+    """Load SD 1.5 parts, the tile ControlNet and the detail LoRA (adapter ``detail``).
+
+    Raises ModelMissingError for the first part that is not available.
+    """
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+    found: dict[str, Path] = {}
+    missing: list[ModelMissingError] = []
+    for mid, src, file, pat in (
+        ("sd15", models.sd15, None, DIFFUSION_PATTERNS),
+        ("controlnet_tile", models.controlnet, None, CONTROLNET_PATTERNS),
+        ("detail_lora", models.lora, models.lora_file, None),
+    ):
+        try:
+            found[mid] = resolve(mid, src, file=file, patterns=pat, download=download)
+        except ModelMissingError as exc:
+            missing.append(exc)
+    if missing:
+        detail = "; ".join(str(e).split(": ", 1)[1].rsplit(". Fetch it with", 1)[0] for e in missing)
+        raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
+    sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
+    controlnet = ControlNetModel.from_pretrained(str(cn_path), torch_dtype=dtype)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(sd_path),
+        torch_dtype=dtype,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if lora_path.is_file():
+        pipe.load_lora_weights(str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER)
+    else:
+        pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER)
+    te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
+    for module in (pipe.unet, controlnet, pipe.vae, pipe.text_encoder):
+        module.to(device)
+        module.eval()
+    if device.type == "cuda":
+        pipe.unet.to(memory_format=torch.channels_last)
+        controlnet.to(memory_format=torch.channels_last)
+    if dtype == torch.float16:
+        pipe.vae.to(torch.float32)  # SD 1.5's VAE overflows in fp16 at large sizes
+    refiner = Refiner(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        unet=pipe.unet,
+        controlnet=controlnet,
+        vae=pipe.vae,
+        scheduler_config=dict(pipe.scheduler.config),
+        device=device,
+        dtype=dtype,
+        text_encoder_has_lora=te_lora,
+    )
+    refiner._pipe = pipe
+    return refiner
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+@dataclass(frozen=True)
+class RefineJob:
+    """Refine ``bases`` (name → ``(1, 3, H, W)`` in [0, 1]) at each scale in ``scales``."""
+
+    bases: dict[str, torch.Tensor]
+    scales: dict[float, list[str]]  # LoRA scale → base names to refine at that scale
+    prompt: str
+    negative_prompt: str
+    seed: int
+    settings: dict[float, presets.DiffusionSettings]
+    batch_size: int = 4
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def noise_field(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The run's one noise field, drawn on the CPU so every device sees the same numbers."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def refine(
+    refiner: Refiner,
+    job: RefineJob,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[dict[tuple[float, str], torch.Tensor], list[str]]:
+    """Run the job; returns ``{(scale, base): (1, 3, H, W) float32 [0, 1] CPU}`` and warnings.
+
+    Out-of-memory halves the latent tile (down to 32 latent px) and retries the scale; then
+    raises OutOfMemoryError. Raises Cancelled if ``cancel`` is set between batches.
+    """
+    timings = timings if timings is not None else {}
+    names = sorted({n for ns in job.scales.values() for n in ns})
+    t0 = time.perf_counter()
+    stacked = torch.cat([job.bases[n] for n in names])
+    latents = dict(zip(names, refiner.encode_images(stacked).split(1), strict=True))
+    timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
+    _, _, h, w = next(iter(latents.values())).shape
+    noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device, refiner.dtype)
+    out: dict[tuple[float, str], torch.Tensor] = {}
+    warnings: list[str] = []
+    for scale in sorted(job.scales, reverse=True):
+        bases = job.scales[scale]
+        settings = job.settings[scale]
+        refiner.set_lora_scale(scale)
+        t1 = time.perf_counter()
+        emb, warns = refiner.encode_prompt(job.prompt, job.negative_prompt)
+        timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t1
+        for wmsg in warns:
+            if wmsg not in warnings:
+                warnings.append(wmsg)
+        x0 = torch.cat([latents[b] for b in bases])
+        controls = torch.cat([job.bases[b] for b in bases])
+        tile = settings.tile_size // refiner.vae_scale
+        overlap = settings.tile_overlap // refiner.vae_scale
+        t2 = time.perf_counter()
+        while True:
+            try:
+                x = _denoise(
+                    refiner,
+                    x0,
+                    controls,
+                    noise,
+                    emb,
+                    settings,
+                    tile,
+                    overlap,
+                    job.batch_size,
+                    f"diffusion (LoRA {scale:g})",
+                    progress,
+                    cancel,
+                )
+                break
+            except torch.OutOfMemoryError as exc:
+                if refiner.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if tile // 2 < 32:
+                    raise OutOfMemoryError(
+                        f"out of memory in the diffusion pass even with {tile * refiner.vae_scale}px tiles"
+                    ) from exc
+                tile //= 2
+                overlap = min(overlap, tile // 4)
+                log.warning("out of memory: retrying LoRA %g with %d px tiles", scale, tile * refiner.vae_scale)
+        timings[f"diffusion_{scale:g}"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        if progress:
+            progress(f"decode (LoRA {scale:g})", 0, len(bases))
+        images = refiner.decode_latents(x)
+        timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
+        for i, b in enumerate(bases):
+            out[(scale, b)] = wavelet_color_fix(images[i : i + 1], job.bases[b].float())
+    return out, warnings
+
+
+def _denoise(
+    refiner: Refiner,
+    x0: torch.Tensor,
+    controls: torch.Tensor,
+    noise: torch.Tensor,
+    emb: torch.Tensor,
+    settings: presets.DiffusionSettings,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    stage: str,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> torch.Tensor:
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(refiner.scheduler_config)
+    sched.set_timesteps(settings.steps, device=refiner.device)
+    n_run = max(1, int(round(settings.steps * settings.denoise_strength)))
+    timesteps = sched.timesteps[settings.steps - n_run :]
+    b, _, h, w = x0.shape
+    x = sched.add_noise(x0, noise.expand(b, -1, -1, -1), timesteps[:1].repeat(b))
+    windows = blend_tiles(h, w, tile, overlap)
+    th, tw = windows[0][2] - windows[0][0], windows[0][3] - windows[0][1]
+    weight = blend_weight(th, tw, overlap).to(refiner.device, torch.float32)
+    norm = torch.zeros((h, w), device=refiner.device, dtype=torch.float32)
+    for top, left, bottom, right in windows:
+        norm[top:bottom, left:right] += weight
+    s = refiner.vae_scale
+    items = [(i, win) for i in range(b) for win in windows]
+    total = len(timesteps) * len(items)
+    done = 0
+    neg, pos = emb[0:1], emb[1:2]
+    for t in timesteps:
+        eps = torch.zeros((b, 4, h, w), device=refiner.device, dtype=torch.float32)
+        for start in range(0, len(items), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the run was cancelled")
+            chunk = items[start : start + batch_size]
+            n = len(chunk)
+            lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk])
+            ctrl = torch.cat(
+                [controls[i : i + 1, :, t0 * s : b0 * s, l0 * s : r0 * s] for i, (t0, l0, b0, r0) in chunk]
+            )
+            ctrl = ctrl.to(refiner.device, refiner.dtype)
+            lat_in = torch.cat([lat, lat])
+            emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)])
+            with torch.inference_mode():
+                down, mid = refiner.controlnet(
+                    lat_in,
+                    t,
+                    encoder_hidden_states=emb_in,
+                    controlnet_cond=torch.cat([ctrl, ctrl]),
+                    conditioning_scale=settings.controlnet_scale,
+                    return_dict=False,
+                )
+                pred = refiner.unet(
+                    lat_in,
+                    t,
+                    encoder_hidden_states=emb_in,
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid,
+                    return_dict=False,
+                )[0]
+            p_neg, p_pos = pred.float().chunk(2)
+            guided = p_neg + settings.guidance_scale * (p_pos - p_neg)
+            for j, (i, (t0, l0, b0, r0)) in enumerate(chunk):
+                eps[i, :, t0:b0, l0:r0] += guided[j] * weight
+            done += n
+            if progress:
+                progress(stage, done, total)
+        eps /= norm
+        x = sched.step(eps.to(x.dtype), t, x).prev_sample
+    return x
+
+
+def _lowpass(x: torch.Tensor, levels: int = 5) -> torch.Tensor:
+    """Low frequencies by a stack of dilated 3×3 binomial blurs (à trous wavelet)."""
+    k = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=x.dtype, device=x.device) / 16
+    k = k.expand(x.shape[1], 1, 3, 3)
+    for i in range(levels):
+        d = 2**i
+        pad_h, pad_w = min(d, x.shape[-2] - 1), min(d, x.shape[-1] - 1)
+        if pad_h < d or pad_w < d:
+            break
+        x = F.conv2d(F.pad(x, (d, d, d, d), mode="replicate"), k, dilation=d, groups=x.shape[1])
+    return x
+
+
+def wavelet_color_fix(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Keep ``image``'s high frequencies, take the low ones (tone, colour) from ``reference``.
+
+    Both ``(1, 3, H, W)`` float in [0, 1]; returns the same shape, clamped to [0, 1].
+    """
+    ref = reference.to(image.dtype)
+    return (image - _lowpass(image) + _lowpass(ref)).clamp(0, 1)
+
+
+def unet_call_counter(refiner: Refiner) -> Callable[[], int]:
+    """Count UNet forward calls (for tests and benchmarks); returns a reader."""
+    count = [0]
+
+    def hook(*_: Sequence[Any]) -> None:
+        count[0] += 1
+
+    refiner.unet.register_forward_hook(hook)
+    return lambda: count[0]

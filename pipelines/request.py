@@ -1,0 +1,408 @@
+"""The request: the commercial API's JSON, validated and normalised into one frozen dataclass,
+and the sizing rules as a pure function.
+
+Request format (compatible with the commercial generative-upscale API)::
+
+    {"url": "https://example.com/photo.png", "width": 3000, "height": "200%",
+     "min_length": 1024, "fit": "canvas", "padding": "5%",
+     "background": {"color": "#ffffff",
+                    "generate": {"adapter_type": "upscale", "description": "a prompt"}},
+     "generative_upscale": true, "upscale_strength": 5,
+     "seed": 42, "negative_prompt": "...", "levels": [1, 5, 9]}
+
+Every unknown field, wrong type or out-of-range value raises :class:`RequestError` naming the
+field and what is allowed; nothing is silently ignored or corrected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal, get_args
+
+import presets
+from pipelines.errors import RequestError
+
+Fit = Literal["canvas", "crop", "bounds", "cover"]
+FITS: tuple[str, ...] = get_args(Fit)
+TOP_LEVEL_FIELDS = (
+    "url",
+    "width",
+    "height",
+    "min_length",
+    "fit",
+    "padding",
+    "background",
+    "generative_upscale",
+    "upscale_strength",
+    "seed",
+    "negative_prompt",
+    "levels",
+)
+MAX_SEED = 2**32 - 1
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A size relative to a reference length (``value`` is in percent, > 0)."""
+
+    value: float
+
+    def of(self, reference: int) -> int:
+        return int(round(reference * self.value / 100.0))
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%"
+
+
+Length = int | Percent
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """A validated, normalised request. Build it with :func:`parse_request` or directly."""
+
+    url: str | None = None
+    width: Length | None = None
+    height: Length | None = None
+    min_length: int | None = None
+    fit: Fit = "canvas"
+    padding: Length | None = None
+    background_color: tuple[int, int, int] = (255, 255, 255)
+    generative_upscale: bool = True
+    upscale_strength: int = presets.DEFAULT_STRENGTH
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    levels: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Direct construction gets the same checks as JSON parsing.
+        _check_strength(self.upscale_strength)
+        if self.fit not in FITS:
+            raise RequestError("fit", f"must be one of {list(FITS)}, got {self.fit!r}")
+        if self.min_length is not None and (self.width is not None or self.height is not None):
+            raise RequestError("min_length", "cannot be combined with width or height; give one or the other")
+        if self.levels is not None:
+            for lv in self.levels:
+                presets.get_level(lv)
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {self.seed}")
+
+    @property
+    def effective_levels(self) -> tuple[int, ...]:
+        """The levels this request runs: ``levels`` if given, else the single strength level
+        (its non-generative twin when ``generative_upscale`` is false)."""
+        if self.levels is not None:
+            return self.levels
+        if not self.generative_upscale:
+            return (presets.non_generative_twin(self.upscale_strength).level,)
+        return (self.upscale_strength,)
+
+    def to_json(self) -> dict[str, Any]:
+        """The normalised request in the API's JSON shape (replayable with parse_request)."""
+        out: dict[str, Any] = {
+            "width": _length_json(self.width),
+            "height": _length_json(self.height),
+            "min_length": self.min_length,
+            "fit": self.fit,
+            "padding": _length_json(self.padding),
+            "background": {"color": "#{:02x}{:02x}{:02x}".format(*self.background_color)},
+            "generative_upscale": self.generative_upscale,
+            "upscale_strength": self.upscale_strength,
+            "seed": self.seed,
+            "negative_prompt": self.negative_prompt,
+            "levels": list(self.levels) if self.levels is not None else None,
+        }
+        if self.url is not None:
+            out["url"] = self.url
+        if self.prompt is not None:
+            out["background"]["generate"] = {"adapter_type": "upscale", "description": self.prompt}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _length_json(value: Length | None) -> int | str | None:
+    return None if value is None else (str(value) if isinstance(value, Percent) else value)
+
+
+def _check_strength(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(
+            "upscale_strength",
+            f"must be an integer in {presets.MIN_LEVEL}..{presets.MAX_LEVEL}, got {value!r}",
+        )
+    if not presets.MIN_LEVEL <= value <= presets.MAX_LEVEL:
+        raise RequestError(
+            "upscale_strength",
+            f"must be in {presets.MIN_LEVEL}..{presets.MAX_LEVEL}, got {value}",
+        )
+    return value
+
+
+def parse_length(field: str, value: object, *, allow_zero: bool = False) -> Length:
+    """Parse pixels (int) or a percentage string ``"N%"``; raises RequestError naming ``field``."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool):
+        raise RequestError(field, f"must be an integer number of pixels or 'N%', got {value!r}")
+    if isinstance(value, int):
+        if value < low:
+            raise RequestError(field, f"must be >= {low} pixels, got {value}")
+        return value
+    if isinstance(value, str):
+        m = _PERCENT.match(value)
+        if not m:
+            raise RequestError(field, f"must be pixels (integer) or a percentage like '200%', got {value!r}")
+        pct = float(m.group(1))
+        if pct <= 0 and not allow_zero:
+            raise RequestError(field, f"percentage must be > 0%, got {value!r}")
+        return Percent(pct)
+    raise RequestError(field, f"must be an integer number of pixels or 'N%', got {value!r}")
+
+
+def parse_color(value: object) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        m = _HEX_COLOR.match(value.strip())
+        if m:
+            h = m.group(1)
+            return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    raise RequestError("background.color", f"must be a hex colour like '#ffffff', got {value!r}")
+
+
+def _parse_background(value: object) -> tuple[tuple[int, int, int], str | None]:
+    if not isinstance(value, Mapping):
+        raise RequestError("background", f"must be an object, got {type(value).__name__}")
+    unknown = set(value) - {"color", "generate"}
+    if unknown:
+        raise RequestError("background", f"unsupported field(s) {sorted(unknown)}; supported: color, generate")
+    color = parse_color(value["color"]) if "color" in value else (255, 255, 255)
+    prompt = None
+    if "generate" in value:
+        gen = value["generate"]
+        if not isinstance(gen, Mapping):
+            raise RequestError("background.generate", "must be an object")
+        unknown = set(gen) - {"adapter_type", "description"}
+        if unknown:
+            raise RequestError(
+                "background.generate",
+                f"unsupported field(s) {sorted(unknown)}; supported: adapter_type, description",
+            )
+        adapter = gen.get("adapter_type", "upscale")
+        if adapter != "upscale":
+            raise RequestError(
+                "background.generate.adapter_type",
+                f"only 'upscale' is supported by this lab, got {adapter!r}",
+            )
+        desc = gen.get("description")
+        if desc is not None:
+            prompt = _parse_prompt("background.generate.description", desc)
+    return color, prompt
+
+
+def _parse_prompt(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise RequestError(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > presets.MAX_PROMPT_CHARS:
+        raise RequestError(field, f"is {len(value)} characters; at most {presets.MAX_PROMPT_CHARS} are allowed")
+    return value.strip()
+
+
+def _parse_levels(value: object) -> tuple[int, ...]:
+    if isinstance(value, str):
+        if value.strip().lower() == "all":
+            return presets.LEVEL_NUMBERS
+        raise RequestError("levels", f"must be a list of levels 1..9 or 'all', got {value!r}")
+    if not isinstance(value, list | tuple) or not value:
+        raise RequestError("levels", f"must be a non-empty list of levels 1..9, got {value!r}")
+    out: list[int] = []
+    for lv in value:
+        if isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 9:
+            raise RequestError("levels", f"each level must be an integer in 1..9, got {lv!r}")
+        if lv not in out:
+            out.append(lv)
+    return tuple(sorted(out))
+
+
+def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
+    """Validate the API JSON (already decoded) into an :class:`UpscaleRequest`.
+
+    Raises RequestError naming the first offending field and what is allowed.
+    """
+    if not isinstance(data, Mapping):
+        raise RequestError("request", f"must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(TOP_LEVEL_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], f"is not supported by this lab; supported fields: {list(TOP_LEVEL_FIELDS)}")
+    kw: dict[str, Any] = {}
+    if data.get("url") is not None:
+        if not isinstance(data["url"], str) or not data["url"].strip():
+            raise RequestError("url", "must be a non-empty string")
+        kw["url"] = data["url"].strip()
+    for name in ("width", "height"):
+        if data.get(name) is not None:
+            kw[name] = parse_length(name, data[name])
+    if data.get("min_length") is not None:
+        ml = data["min_length"]
+        if isinstance(ml, bool) or not isinstance(ml, int) or ml < 1:
+            raise RequestError("min_length", f"must be a positive integer of pixels, got {ml!r}")
+        kw["min_length"] = ml
+    if "fit" in data:
+        if data["fit"] not in FITS:
+            raise RequestError("fit", f"must be one of {list(FITS)}, got {data['fit']!r}")
+        kw["fit"] = data["fit"]
+    if data.get("padding") is not None:
+        kw["padding"] = parse_length("padding", data["padding"], allow_zero=True)
+    if data.get("background") is not None:
+        kw["background_color"], kw["prompt"] = _parse_background(data["background"])
+    if "generative_upscale" in data:
+        if not isinstance(data["generative_upscale"], bool):
+            raise RequestError("generative_upscale", f"must be true or false, got {data['generative_upscale']!r}")
+        kw["generative_upscale"] = data["generative_upscale"]
+    if "upscale_strength" in data:
+        kw["upscale_strength"] = _check_strength(data["upscale_strength"])
+    if data.get("seed") is not None:
+        seed = data["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
+        kw["seed"] = seed
+    if data.get("negative_prompt") is not None:
+        kw["negative_prompt"] = _parse_prompt("negative_prompt", data["negative_prompt"])
+    if data.get("levels") is not None:
+        kw["levels"] = _parse_levels(data["levels"])
+    return UpscaleRequest(**kw)
+
+
+# --------------------------------------------------------------------------- sizing
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """Where the output comes from and where it goes.
+
+    ``crop``: box (left, top, right, bottom) of the input actually used;
+    ``content``: (width, height) the cropped input is upscaled to;
+    ``canvas``: (width, height) of the final image; ``offset``: (x, y) of the content in it.
+    """
+
+    input_size: tuple[int, int]
+    crop: tuple[int, int, int, int]
+    content: tuple[int, int]
+    canvas: tuple[int, int]
+    offset: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        """Linear upscale factor from the cropped input to the content."""
+        return self.content[0] / (self.crop[2] - self.crop[0])
+
+
+def simplest_ratio(width: int, height: int) -> Fraction:
+    """The simplest fraction within half a pixel of ``width / height``.
+
+    Pixel sizes are rounded measurements: 640×427 is a 3:2 image rounded to whole pixels, so
+    its ratio is taken as 3/2 (which is why ``height: 1000`` gives 1500, not 1499).
+    """
+    lo = Fraction(2 * width - 1, 2 * height + 1)
+    hi = Fraction(2 * width + 1, max(2 * height - 1, 1))
+    return _simplest_between(lo, hi)
+
+
+def _simplest_between(lo: Fraction, hi: Fraction) -> Fraction:
+    """Stern–Brocot: the fraction with the smallest denominator in [lo, hi] (0 < lo <= hi)."""
+    fl = math.floor(lo)
+    if fl == lo:
+        return Fraction(fl)
+    if fl + 1 <= hi:
+        return Fraction(fl + 1)
+    rest = _simplest_between(1 / (hi - fl), 1 / (lo - fl))
+    return fl + 1 / rest
+
+
+def _resolve(field: str, value: Length, reference: int) -> int:
+    px = value.of(reference) if isinstance(value, Percent) else value
+    if px < 1:
+        raise RequestError(field, f"resolves to {px} px; it must be at least 1 px")
+    return px
+
+
+def plan_size(
+    input_size: tuple[int, int],
+    request: UpscaleRequest,
+    *,
+    max_output_pixels: int = presets.MAX_OUTPUT_PIXELS,
+) -> SizePlan:
+    """Compute crop, content and canvas once (pure). Raises RequestError for impossible sizes."""
+    iw, ih = input_size
+    if iw < 1 or ih < 1:
+        raise RequestError("image", f"has no pixels ({iw}×{ih})")
+    ratio = simplest_ratio(iw, ih)
+    crop = (0, 0, iw, ih)
+    w_req = _resolve("width", request.width, iw) if request.width is not None else None
+    h_req = _resolve("height", request.height, ih) if request.height is not None else None
+    ref = w_req or h_req or 0
+    pad = 0
+    if request.padding is not None:
+        pad = request.padding.of(ref) if isinstance(request.padding, Percent) else request.padding
+
+    if w_req is not None and h_req is not None:
+        aw, ah = w_req - 2 * pad, h_req - 2 * pad
+        if aw < 1 or ah < 1:
+            raise RequestError("padding", f"{pad} px on each side leaves no room in {w_req}×{h_req}")
+        box_ratio = Fraction(aw, ah)
+        fit_inside = request.fit in ("canvas", "bounds")
+        width_limited = (box_ratio <= ratio) if fit_inside else (box_ratio >= ratio)
+        if width_limited:
+            content = (aw, max(1, round(aw / ratio)))
+        else:
+            content = (max(1, round(ah * ratio)), ah)
+        if request.fit == "crop":
+            crop = _centre_crop(iw, ih, box_ratio)
+            content = (aw, ah)
+        if request.fit in ("canvas", "crop"):
+            canvas = (w_req, h_req)
+        else:
+            canvas = (content[0] + 2 * pad, content[1] + 2 * pad)
+    else:
+        if w_req is not None:
+            cw = w_req - 2 * pad
+            content = (cw, max(1, round(cw / ratio)))
+        elif h_req is not None:
+            ch = h_req - 2 * pad
+            content = (max(1, round(ch * ratio)), ch)
+        else:
+            if request.min_length is not None:
+                factor = max(1.0, request.min_length / min(iw, ih))
+            else:
+                factor = presets.DEFAULT_SCALE_PERCENT / 100.0
+            # A pure scale factor needs no ratio: both sides scale by it.
+            content = (max(1, round(iw * factor)), max(1, round(ih * factor)))
+            if request.padding is not None and isinstance(request.padding, Percent):
+                pad = request.padding.of(max(content))
+        if content[0] < 1 or content[1] < 1:
+            raise RequestError("padding", f"{pad} px on each side leaves no room for the image")
+        canvas = (content[0] + 2 * pad, content[1] + 2 * pad)
+
+    if canvas[0] * canvas[1] > max_output_pixels or content[0] * content[1] > max_output_pixels:
+        big = canvas if canvas[0] * canvas[1] >= content[0] * content[1] else content
+        field = "width" if request.width is not None else "height" if request.height else "size"
+        raise RequestError(
+            field,
+            f"output would be {big[0]}×{big[1]} = {big[0] * big[1] / 1e6:.1f} MP; "
+            f"the limit is {max_output_pixels / 1e6:.1f} MP",
+        )
+    offset = ((canvas[0] - content[0]) // 2, (canvas[1] - content[1]) // 2)
+    return SizePlan(input_size=(iw, ih), crop=crop, content=content, canvas=canvas, offset=offset)
+
+
+def _centre_crop(iw: int, ih: int, box_ratio: Fraction) -> tuple[int, int, int, int]:
+    if Fraction(iw, ih) > box_ratio:  # input wider than the box: trim the sides
+        cw = max(1, round(ih * box_ratio))
+        x0 = (iw - cw) // 2
+        return (x0, 0, x0 + cw, ih)
+    ch = max(1, round(iw / box_ratio))
+    y0 = (ih - ch) // 2
+    return (0, y0, iw, y0 + ch)
