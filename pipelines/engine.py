@@ -67,6 +67,7 @@ class LevelResult:
     status: Status
     image: Image.Image | None = None
     message: str | None = None
+    reason: str | None = None  # a short form of ``message`` for a grid cell
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -210,7 +211,8 @@ class Engine:
                 refiner = self.refiner()
             except ModelMissingError as exc:
                 for lv in gen_levels:
-                    results[lv.level] = LevelResult(lv.level, lv, "missing", message=str(exc))
+                    reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
+                    results[lv.level] = LevelResult(lv.level, lv, "missing", message=str(exc), reason=reason)
             else:
                 scales: dict[float, list[str]] = {}
                 for lv in gen_levels:

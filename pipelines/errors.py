@@ -32,7 +32,12 @@ class ModelMissingError(LabError):
     def __init__(self, model_id: str, detail: str, fetch_command: str) -> None:
         self.model_id = model_id
         self.fetch_command = fetch_command
-        super().__init__(f"model '{model_id}' is missing: {detail}. Fetch it with: {fetch_command}")
+        self.detail = detail
+        many = "," in model_id
+        super().__init__(
+            f"{'models' if many else 'model'} {model_id} {'are' if many else 'is'} missing: {detail}. "
+            f"Fetch {'them' if many else 'it'} with: {fetch_command}"
+        )
 
 
 class OutOfMemoryError(LabError):

@@ -35,8 +35,9 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Limits for one fetch. ``allow_loopback`` exists for tests that run servers on
-    loopback to exercise the other rules; never set it in production."""
+    """Limits for one fetch. ``loopback_ports`` exists for tests that run servers on
+    loopback to exercise the other rules: loopback is allowed only on those ports (and those
+    ports must also be in ``allowed_ports``). Leave it empty in production."""
 
     allowed_ports: tuple[int, ...] = (80, 443)
     max_bytes: int = 25 * 1024 * 1024
@@ -44,7 +45,7 @@ class FetchPolicy:
     read_timeout: float = 10.0
     total_timeout: float = 30.0
     max_redirects: int = 5
-    allow_loopback: bool = False
+    loopback_ports: tuple[int, ...] = ()
 
 
 def check_address(address: str, *, allow_loopback: bool = False) -> None:
@@ -56,8 +57,8 @@ def check_address(address: str, *, allow_loopback: bool = False) -> None:
         return
     for attr, name in (
         ("is_loopback", "loopback"),
-        ("is_private", "private"),
         ("is_link_local", "link-local"),
+        ("is_private", "private"),
         ("is_multicast", "multicast"),
         ("is_reserved", "reserved"),
         ("is_unspecified", "unspecified"),
@@ -132,7 +133,7 @@ def _fetch_once(
     if not addresses:
         raise URLFetchError(f"cannot resolve host {host!r}")
     for address in addresses:  # every address must be public, not just the first
-        check_address(address, allow_loopback=policy.allow_loopback)
+        check_address(address, allow_loopback=port in policy.loopback_ports)
     timeout = min(policy.connect_timeout, max(0.1, deadline - time.monotonic()))
     conn_cls = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
     conn = conn_cls(host, port, addresses[0], timeout)

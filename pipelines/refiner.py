@@ -217,6 +217,10 @@ def load_refiner(
     Raises ModelMissingError for the first part that is not available.
     """
     from diffusers import ControlNetModel, StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its load-time chatter is not our user's business
+    diffusers_logging.disable_progress_bar()
 
     found: dict[str, Path] = {}
     missing: list[ModelMissingError] = []
@@ -230,7 +234,7 @@ def load_refiner(
         except ModelMissingError as exc:
             missing.append(exc)
     if missing:
-        detail = "; ".join(str(e).split(": ", 1)[1].rsplit(". Fetch it with", 1)[0] for e in missing)
+        detail = "; ".join(e.detail for e in missing)
         raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
     sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
     controlnet = ControlNetModel.from_pretrained(str(cn_path), torch_dtype=dtype)

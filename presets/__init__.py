@@ -19,7 +19,7 @@ EFFECTS: tuple[Effect, ...] = ("strong", "medium", "off")
 LORA_SCALE_OF_EFFECT: dict[Effect, float] = {"strong": 1.0, "medium": 0.5, "off": 0.0}
 
 BASE_PATH_LABELS: dict[BasePath, str] = {
-    "upscale_4": "Real-ESRGAN ×4",
+    "upscale_4": "Real-ESRGAN x4",
     "bicubic": "bicubic",
     "bicubic_clean": "bicubic + cleanup",
 }

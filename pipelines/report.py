@@ -1,0 +1,179 @@
+"""Turning a run into files and tables: per-level PNGs, a labelled 3×3 contact sheet, the
+metrics table (CSV and Markdown) and the manifest. Every file is written to a temporary name
+in the target folder and renamed, so a failure (disk full, permission) never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+import presets
+from pipelines.engine import LevelResult, RunResult
+from pipelines.errors import LabError
+from pipelines.metrics import METRICS
+
+TABLE_COLUMNS = ("level", "recipe", "status", *(m.key for m in METRICS), "seconds")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    Raises LabError naming the path when the folder is not writable or the disk is full.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise LabError(f"cannot write to {path.parent}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise LabError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return ""
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def metrics_rows(result: RunResult) -> list[dict[str, str]]:
+    """One row per level, columns ``TABLE_COLUMNS``; missing metrics are empty strings."""
+    rows = []
+    for lv in result.levels:
+        row = {"level": str(lv.level), "recipe": lv.preset.recipe, "status": lv.status}
+        for m in METRICS:
+            row[m.key] = format_value(lv.metrics.get(m.key))
+        row["seconds"] = f"{lv.seconds:.3f}" if lv.status == "ok" else ""
+        rows.append(row)
+    return rows
+
+
+def metrics_csv(result: RunResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(TABLE_COLUMNS))
+    writer.writeheader()
+    writer.writerows(metrics_rows(result))
+    return buf.getvalue()
+
+
+def metrics_markdown(result: RunResult) -> str:
+    rows = metrics_rows(result)
+    keys = [k for k in TABLE_COLUMNS if any(r[k] for r in rows)]
+    labels = {m.key: m.label for m in METRICS}
+    head = "| " + " | ".join(labels.get(k, k) for k in keys) + " |"
+    sep = "| " + " | ".join("---" for _ in keys) + " |"
+    body = ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    by_message: dict[str, list[int]] = {}
+    for lv in result.levels:
+        if lv.message:
+            by_message.setdefault(lv.message, []).append(lv.level)
+    notes = [f"- level{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {m}" for m, n in by_message.items()]
+    return "\n".join([head, sep, *body, *([""] + notes if notes else [])]) + "\n"
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def cell_caption(lv: LevelResult) -> str:
+    if lv.status != "ok":
+        return f"Level {lv.level}: {lv.preset.recipe}"
+    psnr = lv.metrics.get("psnr_vs_bicubic", math.nan)
+    ssim = lv.metrics.get("ssim_vs_bicubic", math.nan)
+    return f"Level {lv.level}: {lv.preset.recipe} | PSNR {format_value(psnr)} dB, SSIM {format_value(ssim)}"
+
+
+def placeholder(size: tuple[int, int], text: str) -> Image.Image:
+    """A grey cell that says why a level has no image (never a broken image)."""
+    img = Image.new("RGB", size, (58, 58, 64))
+    draw = ImageDraw.Draw(img)
+    font = _font(max(12, size[0] // 28))
+    words, lines, line = text.split(), [], ""
+    max_chars = max(16, size[0] // max(7, size[0] // 40))
+    for word in words:
+        if len(line) + len(word) + 1 > max_chars:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    y = size[1] // 6
+    for ln in lines[:14]:
+        draw.text((12, y), ln, fill=(230, 230, 230), font=font)
+        y += int(font.size * 1.3) if hasattr(font, "size") else 14
+    return img
+
+
+def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
+    """The 3×3 contact sheet: rows strong/medium/off, columns upscale_4/bicubic/bicubic_clean,
+    each cell captioned with level, recipe and scores. Levels not run are left blank."""
+    by_level = {lv.level: lv for lv in result.levels}
+    cw, ch = result.plan.canvas
+    cell_h = max(1, round(cell_width * ch / cw))
+    caption_h = max(22, cell_width // 18)
+    font = _font(max(11, cell_width // 36))
+    sheet = Image.new("RGB", (3 * cell_width, 3 * (cell_h + caption_h)), (24, 24, 28))
+    draw = ImageDraw.Draw(sheet)
+    for preset in presets.LEVELS:
+        x, y = preset.column * cell_width, preset.row * (cell_h + caption_h)
+        lv = by_level.get(preset.level)
+        if lv is None:
+            continue
+        if lv.image is not None:
+            tile = lv.image.convert("RGB").resize((cell_width, cell_h), Image.Resampling.LANCZOS)
+        else:
+            tile = placeholder(
+                (cell_width, cell_h), f"Level {lv.level} not run. {lv.reason or lv.message or lv.status}"
+            )
+        sheet.paste(tile, (x, y + caption_h))
+        draw.text((x + 6, y + 4), cell_caption(lv), fill=(240, 240, 240), font=font)
+    return sheet
+
+
+def save_run(result: RunResult, folder: str | Path, *, grid_cell_width: int = 512) -> list[Path]:
+    """Write ``level_N.png`` for every level with an image, ``grid.png``, ``metrics.csv``,
+    ``metrics.md`` and ``manifest.json`` into ``folder``; returns the written paths."""
+    folder = Path(folder)
+    written: list[Path] = []
+    for lv in result.levels:
+        if lv.image is not None:
+            p = folder / f"level_{lv.level}.png"
+            atomic_write(p, png_bytes(lv.image))
+            written.append(p)
+    for name, data in (
+        ("grid.png", png_bytes(grid_image(result, cell_width=grid_cell_width))),
+        ("metrics.csv", metrics_csv(result).encode()),
+        ("metrics.md", metrics_markdown(result).encode()),
+        ("manifest.json", result.manifest_json().encode()),
+    ):
+        atomic_write(folder / name, data)
+        written.append(folder / name)
+    return written

@@ -1,0 +1,59 @@
+"""Shared fixtures: offline, CPU, tiny random diffusion parts built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh weight cache per session: the Real-ESRGAN conversion runs for real once."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["UPSCALE_LAB_CACHE"] = str(path)
+    # An empty hub cache: diffusion weights a developer has downloaded never leak into tests.
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    from pipelines.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_models):
+    from pipelines.engine import Engine, EngineConfig
+    from pipelines.tiny import tiny_settings
+
+    return Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A real photo (scikit-image's astronaut), 64×64, as the engine loads it."""
+    from PIL import Image
+    from skimage import data
+
+    from pipelines.imaging import load_image
+
+    return load_image(Image.fromarray(data.astronaut()).resize((64, 64), Image.Resampling.LANCZOS))
+
+
+@pytest.fixture(scope="session")
+def missing_engine(tmp_path_factory: pytest.TempPathFactory):
+    """An engine whose diffusion weights are absent (hub ids, offline, empty hub cache)."""
+    from pipelines.engine import Engine, EngineConfig
+
+    return Engine(EngineConfig(device="cpu"))

@@ -1,0 +1,98 @@
+from fractions import Fraction
+
+import pytest
+
+from pipelines.errors import RequestError
+from pipelines.request import Percent, UpscaleRequest, parse_request, plan_size, simplest_ratio
+
+
+def plan(req, size=(640, 427)):
+    return plan_size(size, parse_request(req))
+
+
+def test_documented_examples():
+    assert plan({"width": 1000}).canvas == (1000, 667)
+    assert plan({"height": 1000}).canvas == (1500, 1000)
+    both = plan({"width": 1000, "height": 1000})
+    assert both.canvas == (1000, 1000)
+    assert both.content == (1000, 667)
+    assert both.offset == (0, 166)
+
+
+def test_fit_modes():
+    assert plan({"width": 1000, "height": 1000, "fit": "bounds"}).canvas == (1000, 667)
+    cover = plan({"width": 1000, "height": 1000, "fit": "cover"})
+    assert cover.canvas == (1500, 1000)
+    crop = plan({"width": 1000, "height": 1000, "fit": "crop"})
+    assert crop.canvas == crop.content == (1000, 1000)
+    x0, y0, x1, y1 = crop.crop
+    assert (y0, y1) == (0, 427) and abs((x1 - x0) - 427) <= 1 and abs(x0 - (640 - x1)) <= 1
+
+
+def test_percent_padding_and_min_length():
+    assert plan({"width": "200%"}).canvas == (1280, 853)
+    assert plan({}).canvas == (1280, 854)  # default ×2
+    p = plan({"width": 1000, "height": 1000, "padding": 50})
+    assert p.canvas == (1000, 1000) and p.content == (900, 600)
+    p2 = plan({"width": 1000, "padding": "10%"})
+    assert p2.content[0] == 800 and p2.canvas == (1000, p2.content[1] + 200)
+    assert plan({"min_length": 1000}).content == (1499, 1000)
+    assert plan({"min_length": 100}).content == (640, 427)  # already long enough: no shrink
+
+
+def test_simplest_ratio():
+    assert simplest_ratio(640, 427) == 1.5
+    assert simplest_ratio(1920, 1080) == Fraction(16, 9)
+    assert simplest_ratio(100, 100) == 1
+
+
+def test_prompt_and_background_parse():
+    r = parse_request(
+        {"background": {"color": "#102030", "generate": {"adapter_type": "upscale", "description": " cows "}}}
+    )
+    assert r.prompt == "cows" and r.background_color == (16, 32, 48)
+    assert parse_request(r.to_json()) == r
+
+
+@pytest.mark.parametrize(
+    "req, field",
+    [
+        ({"upscale_strength": 0}, "upscale_strength"),
+        ({"upscale_strength": 10}, "upscale_strength"),
+        ({"upscale_strength": "5"}, "upscale_strength"),
+        ({"upscale_strength": 5.5}, "upscale_strength"),
+        ({"upscale_strength": None}, "upscale_strength"),
+        ({"width": 0}, "width"),
+        ({"width": -5}, "width"),
+        ({"height": "abc%"}, "height"),
+        ({"width": "0%"}, "width"),
+        ({"width": 100, "min_length": 50}, "min_length"),
+        ({"fit": "stretch"}, "fit"),
+        ({"sharpen": True}, "sharpen"),
+        ({"background": {"generate": {"adapter_type": "inpaint"}}}, "background.generate.adapter_type"),
+        ({"generative_upscale": "yes"}, "generative_upscale"),
+        ({"seed": -1}, "seed"),
+        ({"levels": [0, 3]}, "levels"),
+        ({"negative_prompt": "x" * 5000}, "negative_prompt"),
+    ],
+)
+def test_bad_requests_name_the_field(req, field):
+    with pytest.raises(RequestError) as err:
+        parse_request(req)
+    assert err.value.field == field
+    assert str(err.value).startswith(field + ":")
+
+
+def test_output_limit():
+    with pytest.raises(RequestError, match="limit is"):
+        plan_size((640, 427), parse_request({"width": 100000}))
+
+
+def test_effective_levels():
+    assert UpscaleRequest(upscale_strength=4).effective_levels == (4,)
+    assert UpscaleRequest(upscale_strength=4, generative_upscale=False).effective_levels == (7,)
+    assert parse_request({"levels": "all"}).effective_levels == tuple(range(1, 10))
+
+
+def test_percent_of():
+    assert Percent(150).of(200) == 300
