@@ -115,9 +115,10 @@ def placeholder(size: tuple[int, int], text: str) -> Image.Image:
     """A grey cell that says why a level has no image (never a broken image)."""
     img = Image.new("RGB", size, (58, 58, 64))
     draw = ImageDraw.Draw(img)
-    font = _font(max(12, size[0] // 28))
+    font_px = max(12, size[0] // 16)
+    font = _font(font_px)
     words, lines, line = text.split(), [], ""
-    max_chars = max(16, size[0] // max(7, size[0] // 40))
+    max_chars = max(12, int((size[0] - 24) / (0.55 * font_px)))
     for word in words:
         if len(line) + len(word) + 1 > max_chars:
             lines.append(line)
@@ -128,7 +129,7 @@ def placeholder(size: tuple[int, int], text: str) -> Image.Image:
     y = size[1] // 6
     for ln in lines[:14]:
         draw.text((12, y), ln, fill=(230, 230, 230), font=font)
-        y += int(font.size * 1.3) if hasattr(font, "size") else 14
+        y += int(font_px * 1.3)
     return img
 
 
@@ -177,3 +178,70 @@ def save_run(result: RunResult, folder: str | Path, *, grid_cell_width: int = 51
         atomic_write(folder / name, data)
         written.append(folder / name)
     return written
+
+
+# --------------------------------------------------------------------------- lab views
+
+HEATMAP_FULL_SCALE = 64  # 8-bit difference shown at full brightness: comparable across levels
+
+
+def change_heatmap(image: Image.Image, baseline: Image.Image) -> Image.Image:
+    """Where ``image`` departs from ``baseline``: mean absolute difference over channels,
+    0 → black, ``HEATMAP_FULL_SCALE`` (of 255) or more → white-hot, 'inferno' colour map."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    a = np.asarray(image.convert("RGB"), dtype=np.float32)
+    b = np.asarray(baseline.convert("RGB").resize(image.size), dtype=np.float32)
+    diff = np.abs(a - b).mean(axis=2) / HEATMAP_FULL_SCALE
+    rgba = colormaps["inferno"](np.clip(diff, 0, 1))
+    return Image.fromarray((rgba[..., :3] * 255).astype("uint8"), "RGB")
+
+
+def scores_figure(result: RunResult):  # -> matplotlib.figure.Figure
+    """PSNR and SSIM against the bicubic baseline, and LR-consistency, plotted against level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ok = [lv for lv in result.levels if lv.status == "ok"]
+    levels = [lv.level for lv in ok]
+
+    def finite(v: float) -> float:
+        return 60.0 if math.isinf(v) else v
+
+    ax1.plot(
+        levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
+    )
+    ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
+    ax1.set_xlabel("level")
+    ax1.set_ylabel("dB")
+    ax1.set_xticks(list(range(1, 10)))
+    ax1.legend(fontsize=7)
+    ax2.plot(levels, [lv.metrics["ssim_vs_bicubic"] for lv in ok], "o-", color="C2")
+    ax2.set_xlabel("level")
+    ax2.set_ylabel("SSIM vs bicubic")
+    ax2.set_xticks(list(range(1, 10)))
+    ax2.set_ylim(0, 1.02)
+    fig.tight_layout()
+    return fig
+
+
+def zip_run(result: RunResult, path: str | Path) -> Path:
+    """A zip of every level PNG, grid.png, metrics.csv/.md and manifest.json (atomic)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
+        for lv in result.levels:
+            if lv.image is not None:
+                zf.writestr(f"level_{lv.level}.png", png_bytes(lv.image))
+        zf.writestr("grid.png", png_bytes(grid_image(result, cell_width=384)))
+        zf.writestr("metrics.csv", metrics_csv(result))
+        zf.writestr("metrics.md", metrics_markdown(result))
+        zf.writestr("manifest.json", result.manifest_json())
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)

@@ -57,3 +57,43 @@ def missing_engine(tmp_path_factory: pytest.TempPathFactory):
     from pipelines.engine import Engine, EngineConfig
 
     return Engine(EngineConfig(device="cpu"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab_server(tiny_engine):
+    """The real app (REST + Gradio UI) with the tiny engine injected, served on loopback."""
+    import threading
+    import time
+    import urllib.request
+
+    import uvicorn
+
+    import app as lab_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(lab_app.create_app(tiny_engine), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        raise RuntimeError("the lab server did not start")
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

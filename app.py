@@ -1,0 +1,610 @@
+"""Generative Upscale Lab — the Gradio Blocks app, the REST endpoint, and the Space entry.
+
+The only module that imports gradio. Nothing loads at import: models load on the first run,
+and ``launch`` sits under ``__main__``. Each event builds a frozen request on its first line
+and calls one engine function; our exceptions become messages.
+
+    python app.py                       # http://127.0.0.1:7860 (PORT / HOST to change)
+    UPSCALE_LAB_API_KEY=secret python app.py   # REST requests then need the key
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+import presets
+from pipelines.engine import Engine, EngineConfig, RunResult
+from pipelines.errors import LabError, RequestError
+from pipelines.fetch import FetchPolicy
+from pipelines.imaging import LoadedImage, load_image
+from pipelines.metrics import METRICS
+from pipelines.report import (
+    change_heatmap,
+    format_value,
+    metrics_rows,
+    placeholder,
+    png_bytes,
+    scores_figure,
+    zip_run,
+)
+from pipelines.request import FITS, UpscaleRequest, parse_request
+
+log = logging.getLogger("upscale-lab.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = [
+    [str(ROOT / "examples" / "astronaut_portrait.png")],
+    [str(ROOT / "examples" / "rocket_640x427.png")],
+    [str(ROOT / "examples" / "chelsea_q25.jpg")],
+]
+MAX_UPLOAD = "25mb"
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+QUEUE_MAX = int(os.environ.get("UPSCALE_LAB_QUEUE_MAX", "16"))
+RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
+API_KEY_ENV = "UPSCALE_LAB_API_KEY"
+SCORES_NOTE = (
+    "Distance from bicubic measures **change, not quality**: a low PSNR against level 8 means "
+    "the level departed further from a plain bicubic upscale — for better or worse."
+)
+LEVEL_CHOICES = [(f"{lv.level}: {lv.recipe}", lv.level) for lv in presets.LEVELS]
+
+# --------------------------------------------------------------------------- ZeroGPU
+
+
+def _estimate_gpu_seconds(*args: Any, **kwargs: Any) -> int:
+    """ZeroGPU duration: about 10 s per output megapixel per diffusion level, at least 60 s."""
+    request: UpscaleRequest | None = next((a for a in args if isinstance(a, UpscaleRequest)), None)
+    image: LoadedImage | None = next((a for a in args if isinstance(a, LoadedImage)), None)
+    if request is None or image is None:
+        return 120
+    from pipelines.request import plan_size
+
+    try:
+        plan = plan_size(image.size, request)
+    except LabError:
+        return 60
+    mp = plan.content[0] * plan.content[1] / 1e6
+    generative = sum(1 for n in request.effective_levels if presets.get_level(n).generative)
+    return int(min(300, max(60, 20 + 10 * mp * max(1, generative))))
+
+
+try:  # on a ZeroGPU Space the GPU is attached only inside functions decorated with spaces.GPU
+    import spaces  # type: ignore[import-not-found]
+
+    gpu = spaces.GPU(duration=_estimate_gpu_seconds)
+except ImportError:  # anywhere else: run plainly
+
+    def gpu(fn):  # type: ignore[no-untyped-def]
+        return fn
+
+
+# --------------------------------------------------------------------------- engine
+
+_ENGINE: Engine | None = None
+_ENGINE_LOCK = threading.Lock()
+_CANCELS: dict[str, threading.Event] = {}
+
+
+def get_engine() -> Engine:
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = Engine(EngineConfig())
+        return _ENGINE
+
+
+@gpu
+def engine_run(image: LoadedImage, request: UpscaleRequest, session: str | None, progress: Any = None) -> RunResult:
+    """The one function that does GPU work: run the engine with cancel and a time limit."""
+    engine = get_engine()
+    cancel = threading.Event()
+    if session:
+        _CANCELS[session] = cancel
+    timer = threading.Timer(RUN_TIME_LIMIT, cancel.set)
+    timer.start()
+    try:
+        return engine.run(image, request, progress=progress, cancel=cancel)
+    finally:
+        timer.cancel()
+        if session:
+            _CANCELS.pop(session, None)
+        if engine.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- UI helpers
+
+
+@dataclass(frozen=True)
+class UIInput:
+    """Everything the run buttons read, frozen on the first line of each handler."""
+
+    image: Any
+    url: str
+    width: str
+    height: str
+    fit: str
+    padding: str
+    prompt: str
+    negative_prompt: str
+    seed: float | None
+    random_seed: bool
+
+    def request_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"fit": self.fit}
+        for key, text in (("width", self.width), ("height", self.height), ("padding", self.padding)):
+            text = (text or "").strip()
+            if text:
+                data[key] = int(text) if text.lstrip("-").isdigit() else text
+        if self.prompt.strip():
+            data["background"] = {"generate": {"adapter_type": "upscale", "description": self.prompt}}
+        if self.negative_prompt.strip():
+            data["negative_prompt"] = self.negative_prompt
+        if self.random_seed or self.seed is None:
+            data["seed"] = secrets.randbelow(2**32)
+        else:
+            if float(self.seed) != int(self.seed):
+                raise RequestError("seed", f"must be a whole number, got {self.seed}")
+            data["seed"] = int(self.seed)
+        return data
+
+    def load(self) -> LoadedImage:
+        if self.image is not None:
+            path = Path(self.image)
+            if path.stat().st_size > MAX_UPLOAD_BYTES:
+                raise LabError(f"upload is {path.stat().st_size / 1e6:.1f} MB; the limit is {MAX_UPLOAD}")
+            return load_image(path)
+        if self.url.strip():
+            return get_engine().load(self.url.strip(), policy=fetch_policy())
+        raise LabError("upload an image, paste an image URL, or pick an example")
+
+
+def fetch_policy() -> FetchPolicy:
+    """The URL guard; tests may widen it to their own loopback port via the environment."""
+    port = os.environ.get("UPSCALE_LAB_TEST_LOOPBACK_PORT")
+    if port:
+        return FetchPolicy(allowed_ports=(80, 443, int(port)), loopback_ports=(int(port),))
+    return FetchPolicy()
+
+
+def gradio_progress(progress: gr.Progress | None):  # -> Callable[[str, int, int], None]
+    def report(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress((done, max(total, 1)), desc=stage, unit="steps")
+
+    return report
+
+
+def level_images(result: RunResult) -> list[tuple[Any, str]]:
+    """Gallery items in grid order; levels that did not run get a cell that says why."""
+    size = result.plan.canvas
+    cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
+    items = []
+    for lv in result.levels:
+        caption = f"{lv.level} · {lv.preset.recipe}"
+        if lv.image is not None:
+            caption += f" · PSNR {format_value(lv.metrics['psnr_vs_bicubic'])} dB · SSIM {format_value(lv.metrics['ssim_vs_bicubic'])}"
+            items.append((lv.image, caption))
+        else:
+            items.append(
+                (placeholder(cell, f"Level {lv.level} not run. {lv.reason or lv.message}"), caption + f" · {lv.status}")
+            )
+    return items
+
+
+def score_table(result: RunResult) -> list[list[str]]:
+    keys = ["level", "recipe", "status", "psnr_vs_bicubic", "ssim_vs_bicubic", "lr_consistency", "seconds"]
+    return [[row[k] for k in keys] for row in metrics_rows(result)]
+
+
+SCORE_HEADERS = ["level", "recipe", "status", *[m.label for m in METRICS[:3]], "time (s)"]
+
+
+def out_dir() -> Path:
+    base = Path(tempfile.gettempdir()) / "upscale-lab-runs"
+    base.mkdir(exist_ok=True)
+    runs = sorted(base.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-20]:  # keep the last 20 runs' downloads
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=base))
+
+
+def compare_pair(result: RunResult | None, a: int, b: int) -> tuple[Any, Any] | None:
+    if result is None:
+        return None
+    by = {lv.level: lv for lv in result.levels}
+    la, lb = by.get(int(a)), by.get(int(b))
+    if la is None or lb is None or la.image is None or lb.image is None:
+        raise gr.Error(f"levels {a} and {b} must both have run (see the grid)")
+    return (la.image, lb.image)
+
+
+def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
+    baseline = result.level(presets.BASELINE_LEVEL).image
+    out = []
+    for lv in result.levels:
+        if lv.image is not None and baseline is not None and lv.level != presets.BASELINE_LEVEL:
+            out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic (white = ≥64/255)"))
+    return out
+
+
+def status_markdown() -> str:
+    engine = get_engine()
+    lines = [f"**Device:** {engine.device_label()}"]
+    for mid, state in engine.model_status().items():
+        lines.append(f"- `{mid}`: {state}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- events
+
+
+def run_grid(
+    image,
+    url,
+    width,
+    height,
+    fit,
+    padding,
+    prompt,
+    negative,
+    seed,
+    random_seed,
+    request: gr.Request,
+    progress=gr.Progress(),
+):  # noqa: B008 - gradio's injection idiom
+    """All nine levels: grid, scores, plot, compare, heatmaps, downloads."""
+    ui = UIInput(
+        image,
+        url or "",
+        width or "",
+        height or "",
+        fit,
+        padding or "",
+        prompt or "",
+        negative or "",
+        seed,
+        bool(random_seed),
+    )
+    try:
+        data = ui.request_json()
+        data["levels"] = list(presets.LEVEL_NUMBERS)
+        req = parse_request(data)
+        loaded = ui.load()
+        result = engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
+    except LabError as exc:
+        raise gr.Error(str(exc)) from exc
+    folder = out_dir()
+    archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
+    manifest = folder / "manifest.json"
+    manifest.write_text(result.manifest_json())
+    ran = [lv.level for lv in result.levels if lv.image is not None]
+    first = next((n for n in ran if n != presets.BASELINE_LEVEL), presets.BASELINE_LEVEL)
+    notes = [
+        f"Seed **{result.seed}** · output {result.plan.canvas[0]}×{result.plan.canvas[1]} · {result.timings['total']:.1f} s"
+    ]
+    notes += [f"⚠️ {w}" for w in result.warnings]
+    missing = [lv for lv in result.levels if lv.status != "ok"]
+    if missing:
+        notes.append(
+            f"Levels {', '.join(str(lv.level) for lv in missing)} did not run: {missing[0].reason or missing[0].message}"
+        )
+    return (
+        level_images(result),
+        score_table(result),
+        scores_figure(result),
+        result.seed,
+        [str(archive), str(manifest)],
+        compare_pair(result, first, presets.BASELINE_LEVEL),
+        gr.update(value=first),
+        gr.update(value=presets.BASELINE_LEVEL),
+        heatmaps(result),
+        "\n\n".join(notes),
+        result,
+    )
+
+
+def run_single(
+    image,
+    url,
+    width,
+    height,
+    fit,
+    padding,
+    prompt,
+    negative,
+    seed,
+    random_seed,
+    strength,
+    generative,
+    request: gr.Request,
+    progress=gr.Progress(),
+):  # noqa: B008
+    """One strength, one image: the commercial API's semantics."""
+    ui = UIInput(
+        image,
+        url or "",
+        width or "",
+        height or "",
+        fit,
+        padding or "",
+        prompt or "",
+        negative or "",
+        seed,
+        bool(random_seed),
+    )
+    try:
+        data = ui.request_json()
+        data["upscale_strength"] = int(strength)
+        data["generative_upscale"] = bool(generative)
+        req = parse_request(data)
+        loaded = ui.load()
+        result = engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
+    except LabError as exc:
+        raise gr.Error(str(exc)) from exc
+    lv = result.levels[0]
+    if lv.image is None:
+        raise gr.Error(f"level {lv.level} did not run: {lv.message}")
+    folder = out_dir()
+    target = folder / f"upscaled_level{lv.level}_seed{result.seed}.png"
+    target.write_bytes(png_bytes(lv.image))
+    info = f"Level {lv.level} ({lv.preset.recipe}) · {lv.image.size[0]}×{lv.image.size[1]} · seed {result.seed} · {lv.seconds:.1f} s"
+    return lv.image, str(target), info, result.seed
+
+
+def cancel_run(request: gr.Request) -> str:
+    event = _CANCELS.get(getattr(request, "session_hash", "") or "")
+    if event is not None:
+        event.set()
+        return "Cancelling…"
+    return "Nothing to cancel."
+
+
+# --------------------------------------------------------------------------- layout
+
+CSS = """
+#grid .caption-label { font-size: 0.8em; }
+.lab-note { font-size: 0.9em; opacity: 0.85; }
+"""
+
+
+def build_ui(engine: Engine | None = None) -> gr.Blocks:
+    """The Blocks UI. ``engine`` injects a ready engine (tests: tiny models); None = the
+    default engine, created lazily on the first event."""
+    global _ENGINE
+    if engine is not None:
+        _ENGINE = engine
+    with gr.Blocks(title="Generative Upscale Lab", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# Generative Upscale Lab\nNine strengths of diffusion upscaling side by side, each scored "
+            "against a plain bicubic upscale. Lower levels are more generative; 7–9 use no diffusion."
+        )
+        with gr.Accordion("Device and models", open=False):
+            status_md = gr.Markdown("Checking…")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                with gr.Tab("Upload"):
+                    image_in = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=280)
+                with gr.Tab("URL"):
+                    url_in = gr.Textbox(label="Image URL (http/https, public hosts only)", placeholder="https://…")
+                gr.Examples(
+                    EXAMPLES, inputs=[image_in], label="Examples (portrait, landscape, JPEG q=25)", cache_examples=False
+                )
+                with gr.Row():
+                    width_in = gr.Textbox(
+                        label="Width", placeholder="px or %, e.g. 1024 or 200%", max_lines=1, elem_id="width-in"
+                    )
+                    height_in = gr.Textbox(label="Height", placeholder="px or %", max_lines=1, elem_id="height-in")
+                with gr.Row():
+                    fit_in = gr.Dropdown(list(FITS), value="canvas", label="Fit (width and height both set)")
+                    padding_in = gr.Textbox(label="Padding", placeholder="px or %", max_lines=1)
+                prompt_in = gr.Textbox(
+                    label="Prompt (guides the diffusion)",
+                    placeholder=presets.DEFAULT_PROMPT,
+                    max_length=presets.MAX_PROMPT_CHARS,
+                    lines=2,
+                )
+                negative_in = gr.Textbox(
+                    label="Negative prompt",
+                    placeholder=presets.DEFAULT_NEGATIVE_PROMPT,
+                    max_length=presets.MAX_PROMPT_CHARS,
+                )
+                with gr.Row():
+                    seed_in = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=2**32 - 1)
+                    random_in = gr.Checkbox(label="Random seed", value=False)
+                with gr.Row():
+                    run_btn = gr.Button("Run all nine levels", variant="primary")
+                    cancel_btn = gr.Button("Cancel", variant="stop")
+                message = gr.Markdown(elem_classes=["lab-note"])
+            with gr.Column(scale=2):
+                with gr.Tab("Grid"):
+                    gallery = gr.Gallery(
+                        label="Rows: strong / medium / off · columns: Real-ESRGAN x4 / bicubic / bicubic + cleanup",
+                        columns=3,
+                        format="png",
+                        object_fit="contain",
+                        height=760,
+                        elem_id="grid",
+                    )
+                with gr.Tab("Scores"):
+                    gr.Markdown(SCORES_NOTE)
+                    table = gr.Dataframe(
+                        headers=SCORE_HEADERS, label="Scores per level", interactive=False, wrap=True, elem_id="scores"
+                    )
+                    plot = gr.Plot(label="Scores against level")
+                with gr.Tab("Compare"):
+                    with gr.Row():
+                        level_a = gr.Dropdown(LEVEL_CHOICES, value=5, label="Left")
+                        level_b = gr.Dropdown(
+                            LEVEL_CHOICES, value=presets.BASELINE_LEVEL, label="Right (default: bicubic baseline)"
+                        )
+                    slider = gr.ImageSlider(
+                        label="Drag to compare", type="pil", format="png", max_height=640, elem_id="slider"
+                    )
+                    heat = gr.Gallery(
+                        label="Change heatmaps: where each level departs from the bicubic baseline",
+                        columns=4,
+                        format="png",
+                        height="auto",
+                    )
+                with gr.Tab("Single level"):
+                    gr.Markdown(
+                        "The commercial API's semantics: one `upscale_strength`, one image (size, prompt and seed from the left)."
+                    )
+                    with gr.Row():
+                        strength_in = gr.Slider(
+                            presets.MIN_LEVEL,
+                            presets.MAX_LEVEL,
+                            value=presets.DEFAULT_STRENGTH,
+                            step=1,
+                            label="upscale_strength (1 = most generative)",
+                        )
+                        generative_in = gr.Checkbox(value=True, label="generative_upscale")
+                    single_btn = gr.Button("Upscale", variant="primary")
+                    single_out = gr.Image(label="Result", type="pil", format="png")
+                    single_file = gr.File(label="Download PNG")
+                    single_info = gr.Markdown()
+                with gr.Tab("Downloads"):
+                    files = gr.File(
+                        label="All nine (zip with PNGs, grid, scores, manifest) and the manifest", file_count="multiple"
+                    )
+        state = gr.State(None)
+        inputs = [image_in, url_in, width_in, height_in, fit_in, padding_in, prompt_in, negative_in, seed_in, random_in]
+        run_event = run_btn.click(
+            run_grid,
+            inputs=inputs,
+            outputs=[gallery, table, plot, seed_in, files, slider, level_a, level_b, heat, message, state],
+            api_name="grid",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        single_event = single_btn.click(
+            run_single,
+            inputs=[*inputs, strength_in, generative_in],
+            outputs=[single_out, single_file, single_info, seed_in],
+            api_name="upscale",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        cancel_btn.click(cancel_run, outputs=[message], cancels=[run_event, single_event], api_name=False, queue=False)
+        for dd in (level_a, level_b):
+            dd.change(compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_name=False, queue=False)
+        demo.load(status_markdown, outputs=[status_md], api_name=False, queue=False)
+    demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=1)
+    return demo
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, **({"field": field} if field else {})}, status_code=status)
+
+
+_REST_SLOTS = threading.BoundedSemaphore(max(1, QUEUE_MAX))
+
+
+def add_rest(api: FastAPI) -> None:
+    """POST /api/v1/upscale: the commercial API's JSON → the PNG (or JSON with ?format=json)."""
+
+    @api.post("/api/v1/upscale")
+    async def rest_upscale(http: Request):  # noqa: ANN202
+        key = os.environ.get(API_KEY_ENV)
+        if key:
+            given = (
+                http.headers.get("x-api-key") or http.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            )
+            if not secrets.compare_digest(given, key):
+                return _error(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+        raw = await http.body()
+        try:
+            data = json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"malformed JSON: {exc}")
+        if not isinstance(data, dict):
+            return _error(400, "the body must be a JSON object")
+        b64 = data.pop("image_base64", None)
+        try:
+            req = parse_request(data)
+            if req.levels is not None and len(req.levels) != 1:
+                raise RequestError("levels", "this endpoint returns one image: give one level or use upscale_strength")
+            if b64 is not None:
+                try:
+                    blob = base64.b64decode(b64, validate=True)
+                except (binascii.Error, ValueError, TypeError) as exc:
+                    raise RequestError("image_base64", "is not valid base64") from exc
+                loaded = load_image(blob)
+            elif req.url:
+                loaded = get_engine().load(req.url, policy=fetch_policy())
+            else:
+                raise RequestError("url", "give 'url' (or the lab extra 'image_base64')")
+        except LabError as exc:
+            return _error(422, str(exc), getattr(exc, "field", None))
+        if not _REST_SLOTS.acquire(blocking=False):
+            return _error(503, "queue full: try again shortly")
+        try:
+            from starlette.concurrency import run_in_threadpool
+
+            result = await run_in_threadpool(engine_run, loaded, req, None, None)
+        except LabError as exc:
+            return _error(422, str(exc))
+        finally:
+            _REST_SLOTS.release()
+        lv = result.levels[0]
+        if lv.image is None:
+            return _error(503, f"level {lv.level} did not run: {lv.message}")
+        headers = {
+            "X-Seed": str(result.seed),
+            "X-Level": str(lv.level),
+            "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}",
+        }
+        if http.query_params.get("format") == "json":
+            return JSONResponse(
+                {
+                    "level": lv.level,
+                    "seed": result.seed,
+                    "width": lv.image.size[0],
+                    "height": lv.image.size[1],
+                    "metrics": {k: (v if math.isfinite(v) else "inf") for k, v in lv.metrics.items()},
+                    "image_base64": base64.b64encode(png_bytes(lv.image)).decode(),
+                    "manifest": result.manifest,
+                },
+                headers=headers,
+            )
+        return Response(png_bytes(lv.image), media_type="image/png", headers=headers)
+
+
+def create_app(engine: Engine | None = None) -> FastAPI:
+    """FastAPI app: the REST endpoint plus the Gradio UI mounted at /."""
+    api = FastAPI(title="Generative Upscale Lab")
+    add_rest(api)
+    demo = build_ui(engine)
+    return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD, css=CSS, footer_links=["api", "gradio"])
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    host = os.environ.get("HOST", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    port = int(os.environ.get("PORT", "7860"))
+    print(f"Generative Upscale Lab on http://{host}:{port}  (REST: POST /api/v1/upscale)", flush=True)  # noqa: T201
+    uvicorn.run(create_app(), host=host, port=port, timeout_keep_alive=30)

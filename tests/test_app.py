@@ -1,0 +1,136 @@
+"""The lab app: built without weights, end to end through gradio_client, and the REST endpoint."""
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = str(ROOT / "examples" / "astronaut_portrait.png")
+
+
+def test_app_builds_without_weights_and_loads_nothing(missing_engine):
+    import gradio as gr
+
+    import app as lab_app
+
+    demo = lab_app.build_ui(missing_engine)
+    assert isinstance(demo, gr.Blocks)
+    assert missing_engine._upscaler is None and missing_engine._refiner is None  # nothing loaded at build
+    assert "missing" in lab_app.status_markdown()
+
+
+@pytest.fixture(scope="module")
+def client(lab_server):
+    from gradio_client import Client
+
+    return Client(lab_server + "/", verbose=False)
+
+
+def grid_args(width="96", height="", seed=3):
+    from gradio_client import handle_file
+
+    return [handle_file(PHOTO), "", width, height, "canvas", "", "", "", seed, False]
+
+
+def test_grid_returns_nine_results_with_scores(client):
+    out = client.predict(*grid_args(), api_name="/grid")
+    gallery, table, _plot, seed, files = out[0], out[1], out[2], out[3], out[4]
+    assert len(gallery) == 9
+    for item in gallery:
+        assert Image.open(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]).format == "PNG"
+    rows = table["data"]
+    assert [r[0] for r in rows] == [str(n) for n in range(1, 10)]
+    assert all(r[2] == "ok" for r in rows)
+    assert rows[7][3] == "inf"  # level 8 against itself
+    assert seed == 3
+    names = sorted(Path(f).name for f in files)
+    assert names[0] == "manifest.json" and names[1].endswith(".zip")
+
+
+def test_single_upscale_honours_size(client):
+    from gradio_client import handle_file
+
+    img, file, info, seed = client.predict(
+        handle_file(PHOTO), "", "120", "80", "canvas", "", "", "", 5, False, 6, True, api_name="/upscale"
+    )
+    assert Image.open(img).size == (120, 80)
+    assert "Level 6" in info and seed == 5
+
+
+def test_bad_input_gives_the_engine_message(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="width: must be >= 1"):
+        client.predict(*grid_args(width="0"), api_name="/grid")
+    with pytest.raises(AppError, match="upload an image"):
+        client.predict(None, "", "96", "", "canvas", "", "", "", 1, False, api_name="/grid")
+    # and the server still serves
+    assert len(client.predict(*grid_args(), api_name="/grid")[0]) == 9
+
+
+def post(url, body, headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def b64_photo(size=(48, 48)):
+    buf = io.BytesIO()
+    Image.open(PHOTO).resize(size).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+SEED_REQUEST = {
+    "width": 144,
+    "generative_upscale": True,
+    "upscale_strength": 5,
+    "background": {
+        "generate": {"adapter_type": "upscale", "description": "small cottage and cows on green fields, sunset"}
+    },
+}
+
+
+def test_rest_with_the_design_request(lab_server):
+    status, headers, body = post(
+        lab_server + "/api/v1/upscale", {**SEED_REQUEST, "image_base64": b64_photo(), "seed": 9}
+    )
+    assert status == 200, body[:300]
+    img = Image.open(io.BytesIO(body))
+    assert img.format == "PNG" and img.size == (144, 144)
+    assert headers["x-seed"] == "9" and headers["x-level"] == "5"
+    status, _, body = post(
+        lab_server + "/api/v1/upscale?format=json", {**SEED_REQUEST, "image_base64": b64_photo(), "seed": 9}
+    )
+    doc = json.loads(body)
+    assert status == 200 and doc["level"] == 5 and doc["manifest"]["seed"] == 9 and doc["image_base64"]
+
+
+def test_rest_errors(lab_server):
+    status, _, body = post(lab_server + "/api/v1/upscale", b"{not json")
+    assert status == 400 and b"malformed JSON" in body
+    status, _, body = post(lab_server + "/api/v1/upscale", {"upscale_strength": 10, "image_base64": b64_photo()})
+    assert status == 422 and json.loads(body)["field"] == "upscale_strength"
+    status, _, body = post(lab_server + "/api/v1/upscale", {"width": 100})
+    assert status == 422 and json.loads(body)["field"] == "url"
+    status, _, body = post(lab_server + "/api/v1/upscale", {"url": "http://169.254.169.254/latest/meta-data"})
+    assert status == 422 and b"link-local" in body
+
+
+def test_rest_api_key(lab_server, monkeypatch):
+    monkeypatch.setenv("UPSCALE_LAB_API_KEY", "s3cret")
+    body = {**SEED_REQUEST, "image_base64": b64_photo(), "upscale_strength": 8}
+    assert post(lab_server + "/api/v1/upscale", body)[0] == 401
+    assert post(lab_server + "/api/v1/upscale", body, {"X-API-Key": "wrong"})[0] == 401
+    assert post(lab_server + "/api/v1/upscale", body, {"Authorization": "Bearer s3cret"})[0] == 200

@@ -1,0 +1,67 @@
+"""A person in headless Chromium: upload a photo, run the grid, read the scores, move the slider."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+SCREENSHOTS = ROOT / "out" / "screenshots"
+
+
+@pytest.mark.browser
+def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run must install Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (bash scripts/setup.sh --dev installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(lab_server + "/")
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("128")
+        page.get_by_role("button", name="Run all nine levels").click()
+        expect(page.locator("#grid img")).to_have_count(9, timeout=240_000)
+        page.wait_for_timeout(500)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "grid.png"), full_page=True)
+
+        page.get_by_role("tab", name="Scores").click()
+        scores = page.locator("#scores")
+        import presets
+
+        for lv in presets.LEVELS:  # every level's row is on screen
+            expect(scores).to_contain_text(lv.recipe, timeout=30_000)
+        expect(scores).to_contain_text("inf")  # level 8 against itself
+
+        page.get_by_role("tab", name="Compare").click()
+        slider = page.locator("#slider")
+        expect(slider.locator("img").first).to_be_visible(timeout=30_000)
+        box = slider.bounding_box()
+        assert box is not None
+        before = page.screenshot(clip=box)
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] / 2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.15, y, steps=8)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        after = page.screenshot(clip=box)
+        assert before != after  # the divider moved
+        page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+        browser.close()
+    shutil.copy(SCREENSHOTS / "grid.png", tmp_path / "grid.png")
