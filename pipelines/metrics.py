@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,4 +125,24 @@ def json_number(value: float) -> float | str:
     return "inf" if math.isinf(value) else round(value, 4)
 
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+def to_y_uint8(image: Image.Image) -> np.ndarray:
+    """BT.601 Y of an 8-bit image, rounded to integers as MATLAB's ``rgb2ycbcr`` does on
+    uint8 input (the SR papers' evaluation code); float64 array in [16, 235]."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    return np.round(rgb_to_y(rgb) * 255.0)
+
+
+def sr_scores(output: Image.Image, ground_truth: Image.Image, *, scale: int) -> dict[str, float]:
+    """The SR papers' fidelity scores: PSNR/SSIM on Y (BT.601, 16–235, rounded) and on RGB,
+    with ``scale`` pixels shaved from every border. Sizes must match."""
+    if output.size != ground_truth.size:
+        raise ValueError(f"sr_scores: sizes differ {output.size} vs {ground_truth.size}")
+    y_out, y_gt = shave(to_y_uint8(output), scale), shave(to_y_uint8(ground_truth), scale)
+    rgb_out = shave(np.asarray(output.convert("RGB"), dtype=np.float64), scale)
+    rgb_gt = shave(np.asarray(ground_truth.convert("RGB"), dtype=np.float64), scale)
+    return {
+        "psnr_y": psnr(y_out, y_gt, data_range=255.0),
+        "ssim_y": ssim(y_out, y_gt, data_range=255.0),
+        "psnr_rgb": psnr(rgb_out, rgb_gt, data_range=255.0),
+        "ssim_rgb": ssim(rgb_out, rgb_gt, data_range=255.0),
+    }
