@@ -35,12 +35,16 @@ def _write_tokenizer(folder: Path) -> None:
     tok.save_pretrained(str(folder))
 
 
-def build_tiny_models(folder: str | Path, *, seed: int = 0) -> DiffusionModels:
+def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2) -> DiffusionModels:
     """Write tiny SD 1.5-shaped parts under ``folder`` and return the paths as DiffusionModels.
 
-    VAE downsampling is ×2 (two blocks) to keep tests fast; the engine reads the factor from
-    the VAE config, as it does for the real ×8 VAE.
+    ``vae_factor`` 2 (two VAE blocks) keeps tests fast; 8 (four blocks, like SD 1.5) makes the
+    latent grid, and so the diffusion cost per output pixel, shaped like the real model's (for
+    benchmarks). The engine reads the factor from the VAE config either way.
     """
+    if vae_factor not in (2, 8):
+        raise ValueError(f"vae_factor must be 2 or 8, got {vae_factor}")
+    n_blocks = 2 if vae_factor == 2 else 4
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from peft import LoraConfig
@@ -59,13 +63,14 @@ def build_tiny_models(folder: str | Path, *, seed: int = 0) -> DiffusionModels:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
     )
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    cond_channels = (16, 32) if vae_factor == 2 else (16, 16, 32, 32)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=cond_channels)
     vae = AutoencoderKL(
-        block_out_channels=[32, 64],
+        block_out_channels=[32, 64] if vae_factor == 2 else [32, 32, 64, 64],
         in_channels=3,
         out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        down_block_types=["DownEncoderBlock2D"] * n_blocks,
+        up_block_types=["UpDecoderBlock2D"] * n_blocks,
         latent_channels=4,
         sample_size=64,
     )
