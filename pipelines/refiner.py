@@ -190,21 +190,23 @@ class Refiner:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] → latents ``(B, 4, H/8, W/8)`` (scaled, distribution mean)."""
         self._vae_tiling(images.shape[-1] * images.shape[-2])
+        vae_dtype = next(self.vae.parameters()).dtype  # may be fp32 while the UNet runs in fp16
         out = []
         with torch.inference_mode():
             for img in images:  # one at a time: bounded memory, each base encoded once
-                x = img[None].to(self.device, self.dtype) * 2 - 1
-                out.append(self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor)
+                x = img[None].to(self.device, vae_dtype) * 2 - 1
+                out.append((self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor).to(self.dtype))
         return torch.cat(out)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, 4, h, w)`` → images ``(B, 3, 8h, 8w)`` float32 in [0, 1] on the CPU."""
         s = self.vae_scale
         self._vae_tiling(latents.shape[-1] * latents.shape[-2] * s * s)
+        vae_dtype = next(self.vae.parameters()).dtype
         out = []
         with torch.inference_mode():
             for lat in latents:
-                img = self.vae.decode(lat[None] / self.vae.config.scaling_factor).sample
+                img = self.vae.decode((lat[None] / self.vae.config.scaling_factor).to(vae_dtype)).sample
                 out.append(((img.float() + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(out)
 

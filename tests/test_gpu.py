@@ -30,8 +30,9 @@ def test_esrgan_half_precision_matches_fp32():
         assert psnr(np.asarray(gpu, np.float64) / 255, np.asarray(cpu, np.float64) / 255) > 35, dtype
 
 
-def test_nine_levels_on_cuda(tiny_models, photo):
-    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cuda"))
+@pytest.mark.parametrize("dtype", [None, "fp16"])  # None: the automatic choice (bf16 on Hopper)
+def test_nine_levels_on_cuda(tiny_models, photo, dtype):
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cuda", dtype=dtype))
     assert engine.dtype in (torch.float16, torch.bfloat16)
     first = engine.run(photo, UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=2))
     assert all(lv.status == "ok" and lv.image.size == (128, 128) for lv in first.levels)
