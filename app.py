@@ -34,6 +34,7 @@ from pipelines.errors import LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import METRICS
+from pipelines.refiner import Cancelled
 from pipelines.report import (
     change_heatmap,
     format_value,
@@ -116,10 +117,20 @@ def engine_run(image: LoadedImage, request: UpscaleRequest, session: str | None,
     cancel = threading.Event()
     if session:
         _CANCELS[session] = cancel
-    timer = threading.Timer(RUN_TIME_LIMIT, cancel.set)
+    timed_out = threading.Event()
+
+    def time_up() -> None:
+        timed_out.set()
+        cancel.set()
+
+    timer = threading.Timer(RUN_TIME_LIMIT, time_up)
     timer.start()
     try:
         return engine.run(image, request, progress=progress, cancel=cancel)
+    except Cancelled as exc:
+        if timed_out.is_set():
+            raise LabError(f"the run took longer than the {RUN_TIME_LIMIT:g} s limit and was stopped") from exc
+        raise
     finally:
         timer.cancel()
         if session:
@@ -386,7 +397,7 @@ CSS = """
 """
 
 
-def build_ui(engine: Engine | None = None) -> gr.Blocks:
+def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> gr.Blocks:
     """The Blocks UI. ``engine`` injects a ready engine (tests: tiny models); None = the
     default engine, created lazily on the first event."""
     global _ENGINE
@@ -508,7 +519,7 @@ def build_ui(engine: Engine | None = None) -> gr.Blocks:
         for dd in (level_a, level_b):
             dd.change(compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_name=False, queue=False)
         demo.load(status_markdown, outputs=[status_md], api_name=False, queue=False)
-    demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=1)
+    demo.queue(max_size=queue_max or QUEUE_MAX, default_concurrency_limit=1)
     return demo
 
 
@@ -592,11 +603,11 @@ def add_rest(api: FastAPI) -> None:
         return Response(png_bytes(lv.image), media_type="image/png", headers=headers)
 
 
-def create_app(engine: Engine | None = None) -> FastAPI:
+def create_app(engine: Engine | None = None, *, queue_max: int | None = None) -> FastAPI:
     """FastAPI app: the REST endpoint plus the Gradio UI mounted at /."""
     api = FastAPI(title="Generative Upscale Lab")
     add_rest(api)
-    demo = build_ui(engine)
+    demo = build_ui(engine, queue_max=queue_max)
     return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD, css=CSS, footer_links=["api", "gradio"])
 
 

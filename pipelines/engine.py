@@ -28,7 +28,7 @@ import presets
 from pipelines import base as base_paths
 from pipelines.convert import pil_to_tensor, tensor_to_pil
 from pipelines.device import dtype_name, pick_device
-from pipelines.errors import LabError, ModelMissingError
+from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
@@ -102,7 +102,7 @@ class Engine:
         self.device, self.dtype = pick_device(self.config.device, self.config.dtype)
         self._upscaler: torch.nn.Module | None = None
         self._refiner = refiner
-        self._refiner_missing: ModelMissingError | None = None
+        self._refiner_missing: ModelMissingError | WeightsError | None = None
         self._base_cache: OrderedDict[tuple[Any, ...], Image.Image] = OrderedDict()
         self._lock = threading.Lock()
         self.status_note = "not loaded"
@@ -126,7 +126,7 @@ class Engine:
             raise self._refiner_missing
         try:
             self._refiner = load_refiner(self.config.models, self.device, self.dtype, download=self.config.download)
-        except ModelMissingError as exc:
+        except (ModelMissingError, WeightsError) as exc:
             self._refiner_missing = exc
             raise
         return self._refiner
@@ -213,6 +213,11 @@ class Engine:
                 for lv in gen_levels:
                     reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
                     results[lv.level] = LevelResult(lv.level, lv, "missing", message=str(exc), reason=reason)
+            except WeightsError as exc:
+                for lv in gen_levels:
+                    results[lv.level] = LevelResult(
+                        lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)"
+                    )
             else:
                 scales: dict[float, list[str]] = {}
                 for lv in gen_levels:

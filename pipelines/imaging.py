@@ -96,7 +96,10 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"image dimensions are too large to decode safely: {exc}") from exc
+        raise InputError(
+            f"image header claims far more pixels than the input limit of {max_pixels / 1e6:.0f} MP "
+            "(a decompression bomb?); refused before decoding"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InputError("the file is not a recognised image (PNG, JPEG, WebP, ...)") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -32,8 +32,12 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ {a.shape} vs {b.shape}")
     kw = {"channel_axis": -1} if a.ndim == 3 else {}
-    if min(a.shape[:2]) < 11:
-        return float(structural_similarity(a, b, data_range=data_range, win_size=3, **kw))
+    side = min(a.shape[:2])
+    if side < 3:
+        return math.nan  # no window fits: SSIM is undefined for images this small
+    if side < 11:
+        win = side if side % 2 else side - 1
+        return float(structural_similarity(a, b, data_range=data_range, win_size=win, **kw))
     return float(
         structural_similarity(
             a,
@@ -120,8 +124,10 @@ def score_level(
     return scores
 
 
-def json_number(value: float) -> float | str:
-    """JSON has no infinity: ``inf`` becomes the string "inf"."""
+def json_number(value: float) -> float | str | None:
+    """JSON has no infinity or NaN: ``inf`` becomes the string "inf", NaN becomes null."""
+    if math.isnan(value):
+        return None
     return "inf" if math.isinf(value) else round(value, 4)
 
 

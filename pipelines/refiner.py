@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import presets
-from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError
+from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError, WeightsError
 from pipelines.tiling import blend_tiles, blend_weight
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,24 @@ class Refiner:
         return torch.cat(out)
 
 
+def _load(model_id: str, path: Path, fn: Callable[[], Any]) -> Any:
+    """Run a loader; a corrupt or incomplete file becomes a WeightsError naming it and the fix."""
+    try:
+        return fn()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise WeightsError(
+            f"{model_id}: cannot load {path} ({type(exc).__name__}: {first}). The file is corrupt or "
+            f"incomplete: delete it (or its hub cache folder) and run: {FETCH_COMMAND}"
+        ) from exc
+    except Exception as exc:  # safetensors' own error type (HeaderTooLarge, ...) is not an OSError
+        if type(exc).__module__.startswith("safetensors"):
+            raise WeightsError(
+                f"{model_id}: {path} is not a valid safetensors file ({exc}); delete it and run: {FETCH_COMMAND}"
+            ) from exc
+        raise
+
+
 def load_refiner(
     models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False
 ) -> Refiner:
@@ -239,18 +257,26 @@ def load_refiner(
         detail = "; ".join(e.detail for e in missing)
         raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
     sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
-    controlnet = ControlNetModel.from_pretrained(str(cn_path), torch_dtype=dtype)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(sd_path),
-        torch_dtype=dtype,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    controlnet = _load(
+        "controlnet_tile", cn_path, lambda: ControlNetModel.from_pretrained(str(cn_path), torch_dtype=dtype)
+    )
+    pipe = _load(
+        "sd15",
+        sd_path,
+        lambda: StableDiffusionPipeline.from_pretrained(
+            str(sd_path), torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        ),
     )
     if lora_path.is_file():
-        pipe.load_lora_weights(str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER)
+        _load(
+            "detail_lora",
+            lora_path,
+            lambda: pipe.load_lora_weights(
+                str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER
+            ),
+        )
     else:
-        pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER)
+        _load("detail_lora", lora_path, lambda: pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER))
     te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
     for module in (pipe.unet, controlnet, pipe.vae, pipe.text_encoder):
         module.to(device)
@@ -316,7 +342,12 @@ def refine(
     timings = timings if timings is not None else {}
     names = sorted({n for ns in job.scales.values() for n in ns})
     t0 = time.perf_counter()
-    stacked = torch.cat([job.bases[n] for n in names])
+    # The VAE works on multiples of its factor: pad (replicating the edge), crop after decoding.
+    height, width = next(iter(job.bases.values())).shape[-2:]
+    f = refiner.vae_scale
+    pad = (0, (-width) % f, 0, (-height) % f)
+    padded = {n: F.pad(job.bases[n], pad, mode="replicate") if any(pad) else job.bases[n] for n in names}
+    stacked = torch.cat([padded[n] for n in names])
     latents = dict(zip(names, refiner.encode_images(stacked).split(1), strict=True))
     timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
     _, _, h, w = next(iter(latents.values())).shape
@@ -334,7 +365,7 @@ def refine(
             if wmsg not in warnings:
                 warnings.append(wmsg)
         x0 = torch.cat([latents[b] for b in bases])
-        controls = torch.cat([job.bases[b] for b in bases])
+        controls = torch.cat([padded[b] for b in bases])
         tile = settings.tile_size // refiner.vae_scale
         overlap = settings.tile_overlap // refiner.vae_scale
         t2 = time.perf_counter()
@@ -372,7 +403,7 @@ def refine(
         images = refiner.decode_latents(x)
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
         for i, b in enumerate(bases):
-            out[(scale, b)] = wavelet_color_fix(images[i : i + 1], job.bases[b].float())
+            out[(scale, b)] = wavelet_color_fix(images[i : i + 1, :, :height, :width], job.bases[b].float())
     return out, warnings
 
 

@@ -211,3 +211,9 @@ def test_progress_reports_stages(tiny_engine, photo):
     stages = []
     tiny_engine.run(photo, UpscaleRequest(width=128, levels=(1, 8), seed=1), progress=lambda s, d, t: stages.append(s))
     assert any(s.startswith("base") for s in stages) and any(s.startswith("diffusion") for s in stages)
+
+
+def test_sizes_not_multiple_of_the_vae_factor(tiny_models, photo):
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
+    r = engine.run(photo, UpscaleRequest(width=131, height=97, fit="crop", levels=(1, 5), seed=2))
+    assert all(lv.status == "ok" and lv.image.size == (131, 97) for lv in r.levels)

@@ -1,0 +1,270 @@
+"""Bad input, faults and cancellation: every case a clear message, nothing half-written,
+and the engine/server keeps serving afterwards."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import presets
+from pipelines.engine import Engine, EngineConfig
+from pipelines.errors import InputError, LabError, OutOfMemoryError, RequestError, WeightsError
+from pipelines.imaging import load_image
+from pipelines.refiner import Cancelled, DiffusionModels
+from pipelines.request import UpscaleRequest
+from pipelines.tiny import tiny_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def photo(size=(40, 30)) -> Image.Image:
+    return Image.open(ROOT / "examples" / "astronaut_portrait.png").convert("RGB").resize(size)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width×height pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty", b"", "empty"),
+        ("truncated png", encode(photo(), "PNG")[:300], "truncated or corrupt"),
+        ("truncated jpeg", encode(photo(), "JPEG")[:400], "truncated or corrupt"),
+        ("text named .png", b"hello, I am not an image" * 10, "not a recognised image"),
+        ("bomb", png_bomb(100_000, 100_000), "refused before decoding"),
+        ("pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "not a recognised image"),
+    ],
+)
+def test_bad_files_are_refused_clearly(name, data, message):
+    with pytest.raises(InputError, match=message):
+        load_image(data)
+
+
+def test_animated_gif_refused():
+    frames = [Image.new("RGB", (8, 8), (80 * i, 255 - 80 * i, 40)) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="animated images are not supported .*3 frames"):
+        load_image(buf.getvalue())
+
+
+def test_valid_edge_cases(tiny_engine):
+    req = UpscaleRequest(levels=(7, 8, 9), seed=1)
+    cmyk = load_image(encode(photo().convert("CMYK"), "JPEG"))
+    assert cmyk.rgb.mode == "RGB" and not cmyk.grayscale
+    sixteen = Image.fromarray((np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60), "I;16")
+    loaded16 = load_image(encode(sixteen, "PNG"))
+    assert loaded16.grayscale and loaded16.rgb.getextrema()[0][1] > 200  # scaled from 16 bits, not clipped
+    gray = load_image(encode(photo().convert("L"), "PNG"))
+    out = tiny_engine.run(gray, req)
+    assert all(lv.image.mode == "L" for lv in out.levels)  # grayscale stays grayscale
+    pal = Image.new("P", (20, 20), 1)
+    pal.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    pal.paste(0, (0, 0, 10, 20))
+    pal.info["transparency"] = 0
+    lp = load_image(encode(pal, "PNG", transparency=0))
+    assert lp.alpha is not None
+    res = tiny_engine.run(lp, req).level(8).image
+    assert res.mode == "RGBA" and res.getpixel((0, 0))[3] == 0 and res.getpixel((39, 39))[3] == 255
+    # EXIF orientation 6 (rotate 90° clockwise to view): 40×30 stored → 30×40 shown
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = load_image(encode(photo((40, 30)), "JPEG", exif=exif.tobytes()))
+    assert rotated.size == (30, 40)
+    for size in ((1, 1), (1, 4000)):
+        tiny = load_image(encode(Image.new("RGB", size, (10, 200, 30)), "PNG"))
+        r = tiny_engine.run(tiny, UpscaleRequest(levels=(7, 8), seed=1))
+        assert all(lv.image.size == (size[0] * 2, size[1] * 2) for lv in r.levels)
+
+
+def test_input_larger_than_output_limit(tiny_engine):
+    big = load_image(encode(Image.new("RGB", (6500, 6000), (90, 90, 90)), "PNG"))
+    with pytest.raises(RequestError, match="limit is 36.0 MP"):
+        tiny_engine.run(big, UpscaleRequest(levels=(8,)))
+    with pytest.raises(InputError, match="input limit"):
+        load_image(encode(Image.new("RGB", (7000, 6000)), "PNG"))
+
+
+def test_long_prompt_truncated_with_warning(tiny_engine):
+    prompt = "a very detailed photograph of a small cottage and cows, " * 15  # ~850 chars
+    r = tiny_engine.run(load_image(photo()), UpscaleRequest(levels=(2,), seed=1, prompt=prompt))
+    assert r.level(2).status == "ok"
+    assert any("tokens; the text encoder reads the first 77" in w for w in r.warnings)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class Flaky:
+    """Wraps a module; raises out-of-memory while the input is larger than ``max_side``."""
+
+    def __init__(self, module, max_side):
+        self.module, self.max_side, self.raised = module, max_side, 0
+
+    def __call__(self, x, *a, **k):
+        if max(x.shape[-2:]) > self.max_side:
+            self.raised += 1
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.module(x, *a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
+def test_oom_in_x4_retries_with_smaller_tiles_then_fails_clearly(tiny_models):
+    engine = Engine(
+        EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", esrgan_tile=64, base_cache_size=0)
+    )
+    real = engine.upscaler()
+    engine._upscaler = Flaky(real, 70)  # 64 px tiles + context do not "fit", 32 px tiles do
+    r = engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
+    assert r.level(7).status == "ok" and engine._upscaler.raised >= 1
+    engine._upscaler = Flaky(real, 4)  # nothing fits
+    with pytest.raises(OutOfMemoryError, match="out of memory in the ×4 upscaler"):
+        engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
+    engine._upscaler = real
+    assert engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,))).level(7).status == "ok"
+
+
+def test_oom_in_diffusion_retries_with_smaller_tiles_then_fails_clearly(tiny_models):
+    engine = Engine(
+        EngineConfig(models=tiny_models, settings=tiny_settings(tile_size=128, tile_overlap=32), device="cpu")
+    )
+    ref = engine.refiner()
+    real_unet = ref.unet
+    ref.unet = Flaky(real_unet, 40)  # 64-latent tiles fail, 32-latent tiles pass
+    r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    assert r.level(1).status == "ok" and ref.unet.raised >= 1
+    ref.unet = Flaky(real_unet, 4)
+    with pytest.raises(OutOfMemoryError, match="out of memory in the diffusion pass"):
+        engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    ref.unet = real_unet
+
+
+def test_corrupt_lora_named_with_the_fix(tiny_models, tmp_path, photo):
+    import shutil
+
+    bad = tmp_path / "lora"
+    shutil.copytree(tiny_models.lora, bad)
+    f = bad / "pytorch_lora_weights.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    models = DiffusionModels(sd15=tiny_models.sd15, controlnet=tiny_models.controlnet, lora=str(bad), lora_file=f.name)
+    engine = Engine(EngineConfig(models=models, settings=tiny_settings(), device="cpu"))
+    r = engine.run(photo, UpscaleRequest(width=96, levels=(1, 8), seed=1))
+    assert r.level(8).status == "ok"
+    lv = r.level(1)
+    assert (
+        lv.status == "error"
+        and "detail_lora" in lv.message
+        and str(f) in lv.message
+        and "python cli.py download" in lv.message
+    )
+    with pytest.raises(WeightsError):
+        engine.refiner()
+
+
+def test_unwritable_cache_folder(monkeypatch, tmp_path):
+    from pipelines import realesrgan
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(WeightsError, match="UPSCALE_LAB_CACHE"):
+        realesrgan.converted_x4plus(blocker / "cache")
+
+
+def test_output_folder_not_writable_or_full(tiny_engine, tmp_path, monkeypatch):
+    from pipelines import report
+
+    result = tiny_engine.run(load_image(photo()), UpscaleRequest(levels=(7, 8, 9), seed=1))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LabError, match="cannot write"):
+        report.save_run(result, blocker / "out")
+    out = tmp_path / "full"
+    out.mkdir()
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report.os, "replace", disk_full)
+    with pytest.raises(LabError, match="No space left on device"):
+        report.save_run(result, out)
+    assert list(out.iterdir()) == []  # nothing half-written, no temporary file left
+
+
+def test_cancel_mid_run_releases_and_keeps_serving(tiny_engine):
+    cancel = threading.Event()
+
+    def progress(stage, done, total):
+        if stage.startswith("diffusion"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        tiny_engine.run(
+            load_image(photo((64, 64))),
+            UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=1),
+            progress=progress,
+            cancel=cancel,
+        )
+    assert not tiny_engine._lock.locked()
+    assert tiny_engine.run(load_image(photo()), UpscaleRequest(levels=(1,), seed=1)).level(1).status == "ok"
+
+
+def test_app_cancel_button_and_time_limit(tiny_engine, monkeypatch):
+    import app as lab_app
+
+    lab_app.build_ui(tiny_engine)
+    image = load_image(photo((64, 64)))
+    req = UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=1)
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def progress(stage, done, total):
+        started.set()
+        threading.Event().wait(0.05)
+
+    def run():
+        try:
+            lab_app.engine_run(image, req, "session-1", progress)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert started.wait(30)
+
+    class FakeRequest:
+        session_hash = "session-1"
+
+    assert lab_app.cancel_run(FakeRequest()) == "Cancelling…"
+    t.join(60)
+    assert errors and isinstance(errors[0], Cancelled)
+    monkeypatch.setattr(lab_app, "RUN_TIME_LIMIT", 0.01)
+    with pytest.raises(LabError, match="limit and was stopped"):
+        lab_app.engine_run(image, req, None, lambda *a: threading.Event().wait(0.05))
+    assert not [p for p in os.listdir(".") if p.endswith(".tmp")]
