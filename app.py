@@ -159,6 +159,43 @@ class UIInput:
     seed: float | None
     random_seed: bool
 
+    @classmethod
+    def of(
+        cls,
+        image: Any,
+        url: Any,
+        width: Any,
+        height: Any,
+        fit: Any,
+        padding: Any,
+        prompt: Any,
+        negative: Any,
+        seed: Any,
+        random_seed: Any,
+    ) -> UIInput:
+        """From the raw component values (None for empty text boxes)."""
+        return cls(
+            image,
+            url or "",
+            width or "",
+            height or "",
+            fit or "canvas",
+            padding or "",
+            prompt or "",
+            negative or "",
+            seed,
+            bool(random_seed),
+        )
+
+    def run(self, extra: dict[str, Any], request: gr.Request, progress: Any) -> RunResult:
+        """Build the request, load the image, run the engine; our errors become gr.Error."""
+        try:
+            req = parse_request({**self.request_json(), **extra})
+            loaded = self.load()
+            return engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
+        except LabError as exc:
+            raise gr.Error(str(exc)) from exc
+
     def request_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"fit": self.fit}
         for key, text in (("width", self.width), ("height", self.height), ("padding", self.padding)):
@@ -283,26 +320,8 @@ def run_grid(
     progress=gr.Progress(),
 ):  # noqa: B008 - gradio's injection idiom
     """All nine levels: grid, scores, plot, compare, heatmaps, downloads."""
-    ui = UIInput(
-        image,
-        url or "",
-        width or "",
-        height or "",
-        fit,
-        padding or "",
-        prompt or "",
-        negative or "",
-        seed,
-        bool(random_seed),
-    )
-    try:
-        data = ui.request_json()
-        data["levels"] = list(presets.LEVEL_NUMBERS)
-        req = parse_request(data)
-        loaded = ui.load()
-        result = engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
-    except LabError as exc:
-        raise gr.Error(str(exc)) from exc
+    ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
+    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress)
     folder = out_dir()
     archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
     manifest = folder / "manifest.json"
@@ -350,27 +369,8 @@ def run_single(
     progress=gr.Progress(),
 ):  # noqa: B008
     """One strength, one image: the commercial API's semantics."""
-    ui = UIInput(
-        image,
-        url or "",
-        width or "",
-        height or "",
-        fit,
-        padding or "",
-        prompt or "",
-        negative or "",
-        seed,
-        bool(random_seed),
-    )
-    try:
-        data = ui.request_json()
-        data["upscale_strength"] = int(strength)
-        data["generative_upscale"] = bool(generative)
-        req = parse_request(data)
-        loaded = ui.load()
-        result = engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
-    except LabError as exc:
-        raise gr.Error(str(exc)) from exc
+    ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
+    result = ui.run({"upscale_strength": int(strength), "generative_upscale": bool(generative)}, request, progress)
     lv = result.levels[0]
     if lv.image is None:
         raise gr.Error(f"level {lv.level} did not run: {lv.message}")

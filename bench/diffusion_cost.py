@@ -60,12 +60,10 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
     import tempfile
     from pathlib import Path
 
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from peft import LoraConfig
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from pipelines.refiner import LORA_ADAPTER, Refiner
-    from pipelines.tiny import _write_tokenizer
+    from pipelines.tiny import _write_tokenizer, add_random_lora, assemble_pipeline
 
     unet, controlnet, vae = build(torch.device("cpu"), torch.float32)
     text_encoder = CLIPTextModel(
@@ -83,28 +81,8 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
     folder = Path(tempfile.mkdtemp())
     _write_tokenizer(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    unet.add_adapter(
-        LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False),
-        adapter_name=LORA_ADAPTER,
-    )
+    pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
+    add_random_lora(unet, rank=16, adapter_name=LORA_ADAPTER)
     for m in (unet, controlnet, text_encoder):
         m.to(device, dtype).eval()
     vae.to(device, torch.float32 if dtype == torch.float16 else dtype).eval()
@@ -117,7 +95,7 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
         unet=unet,
         controlnet=controlnet,
         vae=vae,
-        scheduler_config=dict(scheduler.config),
+        scheduler_config=dict(pipe.scheduler.config),
         device=device,
         dtype=dtype,
         text_encoder_has_lora=False,

@@ -35,6 +35,44 @@ def _write_tokenizer(folder: Path) -> None:
     tok.save_pretrained(str(folder))
 
 
+def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> Any:
+    """An SD 1.5 pipeline object (DDIM scheduler with SD 1.5's betas) around the given parts."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def add_random_lora(unet: Any, *, rank: int, adapter_name: str | None = None) -> None:
+    """A LoRA with random (non-zero) A and B on the attention projections: every scale
+    changes the output, as a trained adapter would."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
+    if adapter_name is None:
+        unet.add_adapter(config)
+    else:
+        unet.add_adapter(config, adapter_name=adapter_name)
+
+
 def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2) -> DiffusionModels:
     """Write tiny SD 1.5-shaped parts under ``folder`` and return the paths as DiffusionModels.
 
@@ -46,8 +84,7 @@ def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2)
         raise ValueError(f"vae_factor must be 2 or 8, got {vae_factor}")
     n_blocks = 2 if vae_factor == 2 else 4
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
+    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
     from peft.utils import get_peft_model_state_dict
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -89,25 +126,10 @@ def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2)
     )
     _write_tokenizer(root / "tokenizer_src")
     tokenizer = CLIPTokenizer.from_pretrained(str(root / "tokenizer_src"))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
-    )
-    pipe: Any = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     pipe.save_pretrained(str(root / "sd15"))
     controlnet.save_pretrained(str(root / "controlnet"))
-    # The LoRA: random (non-zero) A and B, so every scale changes the output.
-    unet.add_adapter(
-        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
-    )
+    add_random_lora(unet, rank=4)
     StableDiffusionPipeline.save_lora_weights(
         str(root / "lora"),
         unet_lora_layers=get_peft_model_state_dict(unet),
