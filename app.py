@@ -10,6 +10,11 @@ and calls one engine function; our exceptions become messages.
 
 from __future__ import annotations
 
+try:  # ZeroGPU wants `spaces` imported before torch initialises CUDA
+    import spaces  # type: ignore[import-not-found]
+except ImportError:
+    spaces = None
+
 import base64
 import binascii
 import json
@@ -85,11 +90,9 @@ def _estimate_gpu_seconds(*args: Any, **kwargs: Any) -> int:
     return int(min(300, max(60, 20 + 10 * mp * max(1, generative))))
 
 
-try:  # on a ZeroGPU Space the GPU is attached only inside functions decorated with spaces.GPU
-    import spaces  # type: ignore[import-not-found]
-
+if spaces is not None:  # on a ZeroGPU Space the GPU is attached only inside spaces.GPU functions
     gpu = spaces.GPU(duration=_estimate_gpu_seconds)
-except ImportError:  # anywhere else: run plainly
+else:  # anywhere else: run plainly
 
     def gpu(fn):  # type: ignore[no-untyped-def]
         return fn

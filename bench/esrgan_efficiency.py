@@ -57,6 +57,10 @@ def main() -> None:
     with torch.inference_mode():
         t_model = median_time(lambda: model(x), repeats=args.repeats, warmup=1, sync=sync)
     model_rate = flops / 1e9 / t_model
+    plain = load_upscaler().to(device, dtype)  # contiguous (NCHW) layout: what channels_last buys
+    xp = x.contiguous()
+    with torch.inference_mode():
+        t_plain = median_time(lambda: plain(xp), repeats=args.repeats, warmup=1, sync=sync)
 
     from PIL import Image
     from skimage import data
@@ -84,6 +88,13 @@ def main() -> None:
             f"{t_model * 1e3:.1f}",
             f"{model_rate:.0f}",
             f"{model_rate / conv_rate:.0%}",
+        ],
+        [
+            f"x4plus, {t}² tile, NCHW (no channels_last)",
+            f"{flops / 1e9:.1f}",
+            f"{t_plain * 1e3:.1f}",
+            f"{flops / 1e9 / t_plain:.0f}",
+            f"{flops / 1e9 / t_plain / conv_rate:.0%}",
         ],
         [
             f"x4plus tiled, {w}×{h} photo → ×4",

@@ -51,3 +51,17 @@ def test_x4_has_more_detail_than_bicubic(model):
     assert hf_energy(sr) > 1.5 * hf_energy(bi)  # visibly sharper ...
     gt = np.asarray(hr, np.float64) / 255
     assert psnr(np.asarray(sr, np.float64) / 255, gt) > 22.0  # ... and still the same picture
+
+
+def test_any_spandrel_checkpoint_by_path(tmp_path):
+    from safetensors.torch import save_file
+
+    param, binf = realesrgan.wheel_files()
+    path = tmp_path / "my_x4.safetensors"
+    save_file(realesrgan.convert_ncnn(param, binf), str(path))
+    model = realesrgan.load_upscaler(path)
+    assert model.scale == 4
+    with pytest.raises(Exception, match="not a checkpoint spandrel can load|no checkpoint"):
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(b"garbage")
+        realesrgan.load_upscaler(bad)
