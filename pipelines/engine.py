@@ -26,7 +26,7 @@ from PIL import Image
 
 import presets
 from pipelines import base as base_paths
-from pipelines.convert import pil_to_tensor, tensor_to_pil
+from pipelines.convert import pil_to_tensor
 from pipelines.device import dtype_name, pick_device
 from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
@@ -203,7 +203,7 @@ class Engine:
 
         # 3. generative stage
         results: dict[int, LevelResult] = {}
-        refined: dict[tuple[float, str], torch.Tensor] = {}
+        refined: dict[tuple[float, str], Image.Image] = {}
         gen_levels = [lv for lv in levels if lv.generative]
         diffusion_seconds: dict[float, float] = {}
         if gen_levels:
@@ -246,7 +246,7 @@ class Engine:
             if lv.level in results:
                 continue
             if lv.generative:
-                content = tensor_to_pil(refined[(lv.lora_scale, lv.base_path)])
+                content = refined[(lv.lora_scale, lv.base_path)]
                 n_at_scale = sum(1 for k in refined if k[0] == lv.lora_scale)
                 seconds = base_seconds[lv.base_path] + diffusion_seconds.get(lv.lora_scale, 0.0) / max(1, n_at_scale)
             else:

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import presets
+from pipelines.convert import tensor_to_pil
 from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError, WeightsError
 from pipelines.tiling import blend_tiles, blend_weight
 
@@ -257,14 +259,12 @@ def load_refiner(
         detail = "; ".join(e.detail for e in missing)
         raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
     sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
-    controlnet = _load(
-        "controlnet_tile", cn_path, lambda: ControlNetModel.from_pretrained(str(cn_path), torch_dtype=dtype)
-    )
+    controlnet = _load("controlnet_tile", cn_path, lambda: ControlNetModel.from_pretrained(str(cn_path), dtype=dtype))
     pipe = _load(
         "sd15",
         sd_path,
         lambda: StableDiffusionPipeline.from_pretrained(
-            str(sd_path), torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            str(sd_path), dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         ),
     )
     if lora_path.is_file():
@@ -333,8 +333,8 @@ def refine(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     timings: dict[str, float] | None = None,
-) -> tuple[dict[tuple[float, str], torch.Tensor], list[str]]:
-    """Run the job; returns ``{(scale, base): (1, 3, H, W) float32 [0, 1] CPU}`` and warnings.
+) -> tuple[dict[tuple[float, str], Image.Image], list[str]]:
+    """Run the job; returns ``{(scale, base): PIL RGB image}`` (colour-fixed) and warnings.
 
     Out-of-memory halves the latent tile (down to 32 latent px) and retries the scale; then
     raises OutOfMemoryError. Raises Cancelled if ``cancel`` is set between batches.
@@ -352,7 +352,7 @@ def refine(
     timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
     _, _, h, w = next(iter(latents.values())).shape
     noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device, refiner.dtype)
-    out: dict[tuple[float, str], torch.Tensor] = {}
+    out: dict[tuple[float, str], Image.Image] = {}
     warnings: list[str] = []
     for scale in sorted(job.scales, reverse=True):
         bases = job.scales[scale]
@@ -400,10 +400,12 @@ def refine(
         t3 = time.perf_counter()
         if progress:
             progress(f"decode (LoRA {scale:g})", 0, len(bases))
-        images = refiner.decode_latents(x)
+        for i, b in enumerate(bases):  # one base at a time: one full-size float image in memory
+            image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
+            out[(scale, b)] = tensor_to_pil(wavelet_color_fix(image, job.bases[b].float()))
+            del image
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
-        for i, b in enumerate(bases):
-            out[(scale, b)] = wavelet_color_fix(images[i : i + 1, :, :height, :width], job.bases[b].float())
+        del x
     return out, warnings
 
 

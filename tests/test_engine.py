@@ -98,7 +98,7 @@ def test_tiled_equals_untiled_within_one_tile(tiny_engine, photo):
     import torch
     from diffusers import DDIMScheduler
 
-    from pipelines.convert import pil_to_tensor
+    from pipelines.convert import pil_to_tensor, tensor_to_pil
     from pipelines.refiner import RefineJob, noise_field, refine, wavelet_color_fix
 
     ref = tiny_engine.refiner()
@@ -144,8 +144,9 @@ def test_tiled_equals_untiled_within_one_tile(tiny_engine, photo):
             )[0]
             e_neg, e_pos = e.chunk(2)
             x = sched.step(e_neg + s.guidance_scale * (e_pos - e_neg), t, x).prev_sample
-    untiled = wavelet_color_fix(ref.decode_latents(x), base)
-    torch.testing.assert_close(tiled, untiled, rtol=0, atol=1e-5)
+    untiled = tensor_to_pil(wavelet_color_fix(ref.decode_latents(x), base))
+    diff = np.abs(arr(tiled).astype(int) - arr(untiled).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.001  # equal up to a rounding flip of a few pixels
 
 
 def test_flat_input_has_no_seams(tiny_models):
