@@ -62,7 +62,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="download missing hub weights while running (default: only use local/cached weights; see 'download')",
     )
-    g.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 8 on CUDA, 1 on CPU)")
 
 
 def add_request_args(p: argparse.ArgumentParser) -> None:

@@ -62,7 +62,7 @@ def test_unet_calls_only_for_generative_levels(nine, tiny_engine, photo):
     for s in settings.values():
         tile = s.tile_size // tiny_engine.refiner().vae_scale
         windows = len(blend_tiles(latent, latent, tile, s.tile_overlap // tiny_engine.refiner().vae_scale))
-        expected += max(1, round(s.steps * s.denoise_strength)) * math.ceil(3 * windows / tiny_engine.config.batch_size)
+        expected += max(1, round(s.steps * s.denoise_strength)) * math.ceil(3 * windows / tiny_engine.batch_size)
     assert expected > 2
     assert calls == expected
     counter = unet_call_counter(tiny_engine.refiner())
