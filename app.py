@@ -455,7 +455,7 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                         columns=3,
                         format="png",
                         object_fit="contain",
-                        height=760,
+                        height=900,
                         elem_id="grid",
                     )
                 with gr.Tab("Scores"):
