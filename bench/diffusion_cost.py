@@ -62,7 +62,7 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from pipelines.refiner import LORA_ADAPTER, Refiner
+    from pipelines.refiner import LORA_ADAPTER, refiner_from_parts
     from pipelines.tiny import _write_tokenizer, add_random_lora, assemble_pipeline
 
     unet, controlnet, vae = build(torch.device("cpu"), torch.float32)
@@ -83,25 +83,7 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     add_random_lora(unet, rank=16, adapter_name=LORA_ADAPTER)
-    for m in (unet, controlnet, text_encoder):
-        m.to(device, dtype).eval()
-    vae.to(device, torch.float32 if dtype == torch.float16 else dtype).eval()
-    if device.type == "cuda":
-        unet.to(memory_format=torch.channels_last)
-        controlnet.to(memory_format=torch.channels_last)
-    ref = Refiner(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        unet=unet,
-        controlnet=controlnet,
-        vae=vae,
-        scheduler_config=dict(pipe.scheduler.config),
-        device=device,
-        dtype=dtype,
-        text_encoder_has_lora=False,
-    )
-    ref._pipe = pipe
-    return ref
+    return refiner_from_parts(pipe, controlnet, device, dtype)
 
 
 def full_pass(size: str, device: torch.device, dtype: torch.dtype, batch: int) -> None:

@@ -277,15 +277,21 @@ def load_refiner(
         )
     else:
         _load("detail_lora", lora_path, lambda: pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER))
+    return refiner_from_parts(pipe, controlnet, device, dtype)
+
+
+def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: torch.dtype) -> Refiner:
+    """Place a loaded SD 1.5 pipeline (with the LoRA adapter) and ControlNet on ``device``:
+    ``dtype`` for the UNet, ControlNet and text encoder, fp32 VAE under fp16, channels_last on CUDA."""
     te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
-    for module in (pipe.unet, controlnet, pipe.vae, pipe.text_encoder):
-        module.to(device)
+    for module in (pipe.unet, controlnet, pipe.text_encoder):
+        module.to(device, dtype)
         module.eval()
+    # SD 1.5's VAE overflows in fp16 at large sizes: keep it in fp32 under an fp16 UNet.
+    pipe.vae.to(device, torch.float32 if dtype == torch.float16 else dtype).eval()
     if device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         controlnet.to(memory_format=torch.channels_last)
-    if dtype == torch.float16:
-        pipe.vae.to(torch.float32)  # SD 1.5's VAE overflows in fp16 at large sizes
     refiner = Refiner(
         tokenizer=pipe.tokenizer,
         text_encoder=pipe.text_encoder,
