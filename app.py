@@ -392,6 +392,11 @@ def cancel_run(request: gr.Request) -> str:
     return "Nothing to cancel."
 
 
+def cancel_on_leave(request: gr.Request) -> None:
+    """The page was closed or reloaded (gradio's unload event): stop that session's run."""
+    cancel_run(request)
+
+
 # --------------------------------------------------------------------------- layout
 
 CSS = """
@@ -522,6 +527,7 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
         for dd in (level_a, level_b):
             dd.change(compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_name=False, queue=False)
         demo.load(status_markdown, outputs=[status_md], api_name=False, queue=False)
+        demo.unload(cancel_on_leave)
     demo.queue(max_size=queue_max or QUEUE_MAX, default_concurrency_limit=1)
     return demo
 

@@ -32,7 +32,7 @@ from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
-from pipelines.refiner import DiffusionModels, RefineJob, Refiner, load_refiner, refine
+from pipelines.refiner import Cancelled, DiffusionModels, RefineJob, Refiner, load_refiner, refine
 from pipelines.request import SizePlan, UpscaleRequest, plan_size
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,11 @@ class Engine:
         bases: dict[str, Image.Image] = {}
         base_seconds: dict[str, float] = {}
         for i, path in enumerate(p for p in presets.BASE_PATHS if p in needed):
+            _check_cancel(cancel)
             if progress:
                 progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
-            bases[path] = self._base(path, image, low_res, plan, progress)
+            bases[path] = self._base(path, image, low_res, plan, progress, cancel)
             base_seconds[path] = time.perf_counter() - t
             timings[f"base_{path}"] = base_seconds[path]
         if progress:
@@ -271,7 +272,13 @@ class Engine:
         return RunResult(levels=ordered, seed=seed, plan=plan, timings=timings, warnings=warnings, manifest=manifest)
 
     def _base(
-        self, path: str, image: LoadedImage, low_res: Image.Image, plan: SizePlan, progress: Progress | None
+        self,
+        path: str,
+        image: LoadedImage,
+        low_res: Image.Image,
+        plan: SizePlan,
+        progress: Progress | None,
+        cancel: threading.Event | None = None,
     ) -> Image.Image:
         key = (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
         if key in self._base_cache:
@@ -293,10 +300,12 @@ class Engine:
             )
 
             def on_tile(done: int, total: int) -> None:
+                _check_cancel(cancel)
                 if progress:
                     progress("base: upscale_4 tiles", done, total)
 
             out = base_paths.neural_upscale(self.upscaler(), low_res, plan.content, settings, on_tile=on_tile)
+            _check_cancel(cancel)
         self._base_cache[key] = out
         while len(self._base_cache) > self.config.base_cache_size:
             self._base_cache.popitem(last=False)
@@ -374,6 +383,11 @@ class Engine:
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the run was cancelled")
 
 
 def replay_request(manifest: dict[str, Any]) -> UpscaleRequest:

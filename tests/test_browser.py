@@ -65,3 +65,50 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
         page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
         browser.close()
     shutil.copy(SCREENSHOTS / "grid.png", tmp_path / "grid.png")
+
+
+@pytest.mark.browser
+def test_closing_the_page_stops_the_run(lab_server, monkeypatch):
+    """A person closes the tab mid-run: the run is cancelled and the engine is free again."""
+    import time
+
+    import app as lab_app
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run must install Debian's chromium")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    engine = lab_app.get_engine()
+    outcomes: list[str] = []
+    real_run = lab_app.engine_run
+
+    def recording_run(*args, **kwargs):
+        try:
+            result = real_run(*args, **kwargs)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("finished")
+        return result
+
+    monkeypatch.setattr(lab_app, "engine_run", recording_run)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(lab_server + "/")
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("1024")  # long enough with the tiny models to close mid-run
+        page.get_by_role("button", name="Run all nine levels").click()
+        deadline = time.monotonic() + 60
+        while not lab_app._CANCELS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lab_app._CANCELS, "the run never started"
+        started = time.monotonic()
+        page.close()
+        browser.close()
+    while engine._lock.locked() and time.monotonic() - started < 60:
+        time.sleep(0.2)
+    assert not engine._lock.locked() and not lab_app._CANCELS
+    assert outcomes == ["Cancelled"]  # stopped, not run to the end
