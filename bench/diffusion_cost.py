@@ -98,25 +98,19 @@ def full_pass(size: str, device: torch.device, dtype: torch.dtype, batch: int) -
     ref = random_refiner(device, dtype)
     calls = unet_call_counter(ref)
     s = presets.DIFFUSION_SETTINGS[1.0]
-    base = torch.rand(1, 3, h, w)
-    job = RefineJob(
-        bases={"bicubic": base},
-        scales={1.0: ["bicubic"]},
-        prompt="a photo",
-        negative_prompt="blurry",
-        seed=1,
-        settings=presets.DIFFUSION_SETTINGS,
-        batch_size=batch,
-    )
-    small = RefineJob(
-        bases={"bicubic": torch.rand(1, 3, 512, 512)},
-        scales={1.0: ["bicubic"]},
-        prompt="a photo",
-        negative_prompt="blurry",
-        seed=1,
-        settings=presets.DIFFUSION_SETTINGS,
-        batch_size=batch,
-    )
+
+    def job_for(base: torch.Tensor) -> RefineJob:
+        return RefineJob(
+            bases={"bicubic": base},
+            scales={1.0: ["bicubic"]},
+            prompt="a photo",
+            negative_prompt="blurry",
+            seed=1,
+            settings=presets.DIFFUSION_SETTINGS,
+            batch_size=batch,
+        )
+
+    job, small = job_for(torch.rand(1, 3, h, w)), job_for(torch.rand(1, 3, 512, 512))
     refine(ref, small)  # warm-up (kernels, allocator)
     if device.type == "cuda":
         torch.cuda.synchronize()
