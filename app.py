@@ -15,6 +15,7 @@ try:  # ZeroGPU wants `spaces` imported before torch initialises CUDA
 except ImportError:
     spaces = None
 
+import asyncio
 import base64
 import binascii
 import json
@@ -25,9 +26,10 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 from fastapi import FastAPI, Request
@@ -102,7 +104,10 @@ else:  # anywhere else: run plainly
 
 _ENGINE: Engine | None = None
 _ENGINE_LOCK = threading.Lock()
-_CANCELS: dict[str, threading.Event] = {}
+# session hash → the cancel events of that session's runs (a gradio_client may run several)
+_CANCELS: dict[str, set[threading.Event]] = {}
+_CANCELS_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 def get_engine() -> Engine:
@@ -113,13 +118,31 @@ def get_engine() -> Engine:
         return _ENGINE
 
 
+def running_sessions() -> list[str]:
+    """Sessions with a run in progress (for the status panel and the tests)."""
+    with _CANCELS_LOCK:
+        return [s for s, events in _CANCELS.items() if events]
+
+
 @gpu
-def engine_run(image: LoadedImage, request: UpscaleRequest, session: str | None, progress: Any = None) -> RunResult:
-    """The one function that does GPU work: run the engine with cancel and a time limit."""
+def engine_run(
+    image: LoadedImage,
+    request: UpscaleRequest,
+    session: str | None,
+    progress: Any = None,
+    cancel: threading.Event | None = None,
+) -> RunResult:
+    """The one function that does GPU work: run the engine with cancel and a time limit.
+
+    ``cancel`` is set by whoever stops the run: the Cancel button or a closed page (by
+    session), a cancelled gradio_client job or a REST client that hung up (by the caller), or
+    the time limit here. The engine checks it at every tile and stage.
+    """
     engine = get_engine()
-    cancel = threading.Event()
+    cancel = cancel or threading.Event()
     if session:
-        _CANCELS[session] = cancel
+        with _CANCELS_LOCK:
+            _CANCELS.setdefault(session, set()).add(cancel)
     timed_out = threading.Event()
 
     def time_up() -> None:
@@ -137,11 +160,35 @@ def engine_run(image: LoadedImage, request: UpscaleRequest, session: str | None,
     finally:
         timer.cancel()
         if session:
-            _CANCELS.pop(session, None)
+            with _CANCELS_LOCK:
+                events = _CANCELS.get(session, set())
+                events.discard(cancel)
+                if not events:
+                    _CANCELS.pop(session, None)
         if engine.device.type == "cuda":
             import torch
 
             torch.cuda.empty_cache()
+
+
+async def run_cancellable(cancel: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in a worker thread and await it.
+
+    Gradio stops an event by cancelling the task that awaits its handler (the Cancel button,
+    a gradio_client ``job.cancel()``). A plain sync handler would run on to the end; here the
+    cancellation sets ``cancel`` (the engine stops at its next tile) and waits for the worker,
+    so the queue slot is handed on only when the engine is free again.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.set()
+        log.info("run cancelled by its client: stopping the engine")
+        await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # retrieved: the Cancelled it ends with is expected
+        raise
 
 
 # --------------------------------------------------------------------------- UI helpers
@@ -190,12 +237,15 @@ class UIInput:
             bool(random_seed),
         )
 
-    def run(self, extra: dict[str, Any], request: gr.Request, progress: Any) -> RunResult:
+    def run(
+        self, extra: dict[str, Any], request: gr.Request, progress: Any, cancel: threading.Event | None = None
+    ) -> RunResult:
         """Build the request, load the image, run the engine; our errors become gr.Error."""
         try:
             req = parse_request({**self.request_json(), **extra})
             loaded = self.load()
-            return engine_run(loaded, req, getattr(request, "session_hash", None), gradio_progress(progress))
+            session = getattr(request, "session_hash", None)
+            return engine_run(loaded, req, session, gradio_progress(progress), cancel)
         except LabError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -308,7 +358,7 @@ def status_markdown() -> str:
 # --------------------------------------------------------------------------- events
 
 
-def run_grid(
+async def run_grid(
     image,
     url,
     width,
@@ -324,7 +374,13 @@ def run_grid(
 ):  # noqa: B008 - gradio's injection idiom
     """All nine levels: grid, scores, plot, compare, heatmaps, downloads."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
-    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress)
+    cancel = threading.Event()
+    return await run_cancellable(cancel, grid_outputs, ui, request, progress, cancel)
+
+
+def grid_outputs(ui: UIInput, request: gr.Request, progress: Any, cancel: threading.Event) -> tuple[Any, ...]:
+    """The nine-level run and everything the grid view shows (in a worker thread)."""
+    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress, cancel)
     folder = out_dir()
     archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
     manifest = folder / "manifest.json"
@@ -355,7 +411,7 @@ def run_grid(
     )
 
 
-def run_single(
+async def run_single(
     image,
     url,
     width,
@@ -373,7 +429,16 @@ def run_single(
 ):  # noqa: B008
     """One strength, one image: the commercial API's semantics."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
-    result = ui.run({"upscale_strength": int(strength), "generative_upscale": bool(generative)}, request, progress)
+    extra = {"upscale_strength": int(strength), "generative_upscale": bool(generative)}
+    cancel = threading.Event()
+    return await run_cancellable(cancel, single_outputs, ui, extra, request, progress, cancel)
+
+
+def single_outputs(
+    ui: UIInput, extra: dict[str, Any], request: gr.Request, progress: Any, cancel: threading.Event
+) -> tuple[Any, ...]:
+    """One level and its download (in a worker thread)."""
+    result = ui.run(extra, request, progress, cancel)
     lv = result.levels[0]
     if lv.image is None:
         raise gr.Error(f"level {lv.level} did not run: {lv.message}")
@@ -385,11 +450,12 @@ def run_single(
 
 
 def cancel_run(request: gr.Request) -> str:
-    event = _CANCELS.get(getattr(request, "session_hash", "") or "")
-    if event is not None:
+    """Stop every run of this session (the Cancel button; a closed page through cancel_on_leave)."""
+    with _CANCELS_LOCK:
+        events = list(_CANCELS.get(getattr(request, "session_hash", "") or "", ()))
+    for event in events:
         event.set()
-        return "Cancelling…"
-    return "Nothing to cancel."
+    return "Cancelling…" if events else "Nothing to cancel."
 
 
 def cancel_on_leave(request: gr.Request) -> None:
@@ -540,6 +606,19 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
 
 
 _REST_SLOTS = threading.BoundedSemaphore(max(1, QUEUE_MAX))
+HANGUP_POLL_S = 0.25
+
+
+async def run_until_hangup(http: Request, image: LoadedImage, req: UpscaleRequest) -> RunResult:
+    """Run the engine for a REST request; if the client hangs up meanwhile, stop the run
+    (the engine raises Cancelled at its next tile) instead of finishing work nobody will read."""
+    cancel = threading.Event()
+    work = asyncio.ensure_future(run_cancellable(cancel, engine_run, image, req, None, None, cancel))
+    while not work.done():
+        await asyncio.wait({work}, timeout=HANGUP_POLL_S)
+        if not work.done() and not cancel.is_set() and await http.is_disconnected():
+            cancel.set()
+    return await work
 
 
 def add_rest(api: FastAPI) -> None:
@@ -581,9 +660,10 @@ def add_rest(api: FastAPI) -> None:
         if not _REST_SLOTS.acquire(blocking=False):
             return _error(503, "queue full: try again shortly")
         try:
-            from starlette.concurrency import run_in_threadpool
-
-            result = await run_in_threadpool(engine_run, loaded, req, None, None)
+            result = await run_until_hangup(http, loaded, req)
+        except Cancelled:
+            log.info("REST client hung up: its run was stopped")
+            return _error(499, "the client closed the connection; the run was stopped")
         except LabError as exc:
             return _error(422, str(exc))
         finally:

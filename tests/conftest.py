@@ -97,3 +97,47 @@ def lab_server(tiny_engine):
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def run_outcomes(monkeypatch):
+    """Record how each app run ends ("finished" or the exception's name), and helpers to wait
+    for a run to start and for the engine to be free again."""
+    import time
+    from types import SimpleNamespace
+
+    import app as lab_app
+
+    outcomes: list[str] = []
+    started: list[float] = []
+    real_run = lab_app.engine_run
+
+    def recording_run(*args, **kwargs):
+        started.append(time.monotonic())
+        try:
+            result = real_run(*args, **kwargs)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("finished")
+        return result
+
+    def wait_started(timeout: float = 60) -> None:
+        engine = lab_app.get_engine()
+        deadline = time.monotonic() + timeout
+        while not (started and engine._lock.locked()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started and engine._lock.locked(), "the run never started"
+        time.sleep(0.5)  # well inside the run
+
+    def wait_done(timeout: float = 60) -> float:
+        """Seconds until the run ended and the engine was free again."""
+        t0 = time.monotonic()
+        engine = lab_app.get_engine()
+        while (len(outcomes) < len(started) or engine._lock.locked()) and time.monotonic() - t0 < timeout:
+            time.sleep(0.05)
+        assert not engine._lock.locked(), "the engine is still busy"
+        return time.monotonic() - t0
+
+    monkeypatch.setattr(lab_app, "engine_run", recording_run)
+    return SimpleNamespace(outcomes=outcomes, wait_started=wait_started, wait_done=wait_done)

@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTO = str(ROOT / "examples" / "astronaut_portrait.png")
 
 
-def test_app_builds_without_weights_and_loads_nothing(missing_engine):
+def test_app_builds_without_weights_and_loads_nothing(missing_engine, monkeypatch):
     import gradio as gr
 
     import app as lab_app
 
+    monkeypatch.setattr(lab_app, "_ENGINE", lab_app._ENGINE)  # put the served engine back afterwards
     demo = lab_app.build_ui(missing_engine)
     assert isinstance(demo, gr.Blocks)
     assert missing_engine._upscaler is None and missing_engine._refiner is None  # nothing loaded at build
@@ -46,7 +47,7 @@ def test_grid_returns_nine_results_with_scores(client):
         assert Image.open(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]).format == "PNG"
     rows = table["data"]
     assert [r[0] for r in rows] == [str(n) for n in range(1, 10)]
-    assert all(r[2] == "ok" for r in rows)
+    assert all(r[2] == "ok" for r in rows), rows
     assert rows[7][3] == "inf"  # level 8 against itself
     assert seed == 3
     names = sorted(Path(f).name for f in files)
