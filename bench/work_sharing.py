@@ -1,12 +1,18 @@
 """Work sharing: one nine-level run against nine independent single-level runs (each
 computing its own base path and diffusion pass), real Real-ESRGAN ×4 and tiny diffusion parts.
 
-    .venv/bin/python bench/work_sharing.py [--size 128] [--repeats 3]
+    .venv/bin/python bench/work_sharing.py [--size 128] [--repeats 3] [--jpeg 20]
+
+The input is a PNG by default: without a JPEG grid ``bicubic_clean`` equals ``bicubic``, so
+the nine-level run refines that base once (levels 3 and 6 are levels 2 and 5). ``--jpeg Q``
+saves the input as a JPEG of quality Q first: the cleanup then changes it, and all six
+diffusion passes are needed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import tempfile
 import time
@@ -28,6 +34,7 @@ def main() -> None:
     p.add_argument("--device")
     p.add_argument("--steps", type=int, default=20, help="scheduler steps (the preset's 20 by default)")
     p.add_argument("--vae-factor", type=int, default=8, choices=(2, 8), help="tiny VAE downsampling (8 like SD 1.5)")
+    p.add_argument("--jpeg", type=int, metavar="Q", help="save the input as a JPEG of this quality first")
     args = p.parse_args()
     from PIL import Image
     from skimage import data
@@ -36,7 +43,14 @@ def main() -> None:
     settings = tiny_settings(tile_size=512, tile_overlap=128, steps=args.steps)
     # base_cache_size=0: nothing carries over between runs, as for separate API calls
     engine = Engine(EngineConfig(models=models, settings=settings, device=args.device, base_cache_size=0))
-    photo = load_image(Image.fromarray(data.astronaut()).resize((args.size, args.size), Image.Resampling.LANCZOS))
+    small = Image.fromarray(data.astronaut()).resize((args.size, args.size), Image.Resampling.LANCZOS)
+    if args.jpeg:
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=args.jpeg)
+        photo = load_image(buf.getvalue())
+    else:
+        photo = load_image(small)
+    kind = f"JPEG q{args.jpeg}" if args.jpeg else "PNG"
     width = 4 * args.size
     calls = unet_call_counter(engine.refiner())
     engine.run(photo, UpscaleRequest(width=width, levels=(8,), seed=1))  # warm-up: loads the ×4 model
@@ -64,7 +78,7 @@ def main() -> None:
         single_calls = calls() - c0
     nine, singles = statistics.median(nine_times), statistics.median(single_sums)
     print(
-        f"# Work sharing on {machine()}: {args.size}² → {width}², real ×4, tiny diffusion (×{args.vae_factor} VAE, {args.steps} steps)\n"
+        f"# Work sharing on {machine()}: {args.size}² {kind} → {width}², real ×4, tiny diffusion (×{args.vae_factor} VAE, {args.steps} steps)\n"
     )
     print(
         table(

@@ -223,11 +223,13 @@ class Engine:
                         lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)"
                     )
             else:
+                same_as = identical_bases(bases, {lv.base_path for lv in gen_levels})
                 scales: dict[float, list[str]] = {}
                 for lv in gen_levels:
                     scales.setdefault(lv.lora_scale, [])
-                    if lv.base_path not in scales[lv.lora_scale]:
-                        scales[lv.lora_scale].append(lv.base_path)
+                    base = same_as.get(lv.base_path, lv.base_path)
+                    if base not in scales[lv.lora_scale]:
+                        scales[lv.lora_scale].append(base)
                 job = RefineJob(
                     bases={p: pil_to_tensor(bases[p]) for p in {b for bs in scales.values() for b in bs}},
                     scales=scales,
@@ -241,6 +243,9 @@ class Engine:
                 )
                 refined, warns = refine(refiner, job, progress=progress, cancel=cancel, timings=timings)
                 warnings.extend(warns)
+                for lv in gen_levels:  # identical inputs → the identical result, computed once
+                    if lv.base_path in same_as:
+                        refined[(lv.lora_scale, lv.base_path)] = refined[(lv.lora_scale, same_as[lv.base_path])]
                 diffusion_seconds = {s: timings.get(f"diffusion_{s:g}", 0.0) for s in scales}
 
         # 4–5. compose and score
@@ -249,10 +254,17 @@ class Engine:
         for lv in levels:
             if lv.level in results:
                 continue
+            note = None
             if lv.generative:
                 content = refined[(lv.lora_scale, lv.base_path)]
-                n_at_scale = sum(1 for k in refined if k[0] == lv.lora_scale)
+                n_at_scale = len({id(im) for (sc, _), im in refined.items() if sc == lv.lora_scale})
                 seconds = base_seconds[lv.base_path] + diffusion_seconds.get(lv.lora_scale, 0.0) / max(1, n_at_scale)
+                if lv.base_path in same_as:
+                    twin = presets.level_for(same_as[lv.base_path], lv.lora_scale)
+                    note = (
+                        f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
+                        f"{same_as[lv.base_path]} base (no JPEG grid to clean), so it was refined once"
+                    )
             else:
                 content = bases[lv.base_path]
                 seconds = base_seconds[lv.base_path]
@@ -262,6 +274,7 @@ class Engine:
                 lv,
                 "ok",
                 image=self._compose(content, image, plan, request),
+                message=note,
                 metrics=metrics,
                 seconds=seconds,
             )
@@ -383,6 +396,30 @@ class Engine:
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
+
+
+def identical_bases(bases: dict[str, Image.Image], names: set[str]) -> dict[str, str]:
+    """``{name: earlier name}`` for each base among ``names`` whose pixels equal an earlier
+    one's (in the presets' base order). ``bicubic_clean`` returns inputs without a JPEG grid
+    untouched, so for most PNGs it equals ``bicubic`` and its diffusion passes would repeat
+    theirs exactly."""
+    same_as: dict[str, str] = {}
+    kept: list[str] = []
+    for name in (p for p in presets.BASE_PATHS if p in names):
+        a = bases[name]
+        twin = next(
+            (
+                k
+                for k in kept
+                if bases[k].size == a.size and bases[k].mode == a.mode and bases[k].tobytes() == a.tobytes()
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append(name)
+        else:
+            same_as[name] = twin
+    return same_as
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

@@ -1,4 +1,5 @@
-"""Metrics as pure functions on aligned float arrays in [0, 1] (``data_range`` explicit).
+"""Metrics as pure functions on aligned arrays (``data_range`` explicit: 1.0 for floats in
+[0, 1], 255 for 8-bit pixels).
 
 ``METRICS`` lists each with its label and direction. PSNR of identical images is ``inf``
 (reported as such in JSON as the string "inf"); nothing crashes on it.
@@ -15,12 +16,29 @@ from skimage.metrics import structural_similarity
 
 from pipelines.convert import pil_to_array
 
+STRIP_ROWS = 256  # metrics work on row strips: memory stays flat whatever the image size
+SSIM_RADIUS = 5  # the Gaussian window's radius (σ = 1.5, truncate 3.5): an 11×11 window
+
+
+def _strips(height: int, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+    stop = height if stop is None else stop
+    return [(y, min(stop, y + STRIP_ROWS)) for y in range(start, stop, STRIP_ROWS)]
+
 
 def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB; ``inf`` for identical inputs. Shapes must match."""
+    """Peak signal-to-noise ratio in dB; ``inf`` for identical inputs. Shapes must match.
+
+    Any dtype (uint8 with ``data_range=255`` saves the float copies); summed in row strips.
+    """
     if a.shape != b.shape:
         raise ValueError(f"psnr: shapes differ {a.shape} vs {b.shape}")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    if a.size == 0:
+        raise ValueError("psnr: empty images")
+    squared = 0.0
+    for y0, y1 in _strips(a.shape[0]):
+        d = a[y0:y1].astype(np.float64) - b[y0:y1].astype(np.float64)
+        squared += float(np.vdot(d, d))
+    mse = squared / a.size
     if mse == 0.0:
         return math.inf
     return 10.0 * math.log10(data_range**2 / mse)
@@ -28,7 +46,12 @@ def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
 
 def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
     """SSIM with an 11×11 Gaussian window (σ = 1.5, population covariance) — the convention
-    of the SR literature (Wang et al. 2004). ``(H, W)`` or ``(H, W, C)`` arrays."""
+    of the SR literature (Wang et al. 2004). ``(H, W)`` or ``(H, W, C)`` arrays, any dtype.
+
+    Tall images are scored in row strips, each with the window's radius of context: the mean
+    SSIM map is the same as scikit-image's on the whole image (it averages the map without a
+    5-pixel border, which is exactly what the strips cover), and memory stays flat.
+    """
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ {a.shape} vs {b.shape}")
     kw = {"channel_axis": -1} if a.ndim == 3 else {}
@@ -37,18 +60,28 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
         return math.nan  # no window fits: SSIM is undefined for images this small
     if side < 11:
         win = side if side % 2 else side - 1
-        return float(structural_similarity(a, b, data_range=data_range, win_size=win, **kw))
-    return float(
-        structural_similarity(
-            a,
-            b,
-            data_range=data_range,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-            **kw,
+        return float(
+            structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range, win_size=win, **kw)
         )
-    )
+    gaussian = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, **kw}
+    height, r = a.shape[0], SSIM_RADIUS
+    if height <= STRIP_ROWS + 2 * r:
+        return float(
+            structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range, **gaussian)
+        )
+    total, count = 0.0, 0
+    for y0, y1 in _strips(height, r, height - r):  # the rows scikit-image averages over
+        _, smap = structural_similarity(
+            a[y0 - r : y1 + r].astype(np.float64),
+            b[y0 - r : y1 + r].astype(np.float64),
+            data_range=data_range,
+            full=True,
+            **gaussian,
+        )
+        inner = smap[r:-r, r:-r]
+        total += float(inner.sum(dtype=np.float64))
+        count += inner.size
+    return total / count
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
@@ -105,22 +138,22 @@ METRIC_BY_KEY = {m.key: m for m in METRICS}
 def score_level(
     output: Image.Image, baseline: Image.Image, low_res: Image.Image, ground_truth: Image.Image | None = None
 ) -> dict[str, float]:
-    """All metrics of one level (RGB, at the output size)."""
-    out = pil_to_array(output)
-    base = pil_to_array(baseline)
+    """All metrics of one level (RGB, at the output size), on the 8-bit pixels in strips."""
+    out = np.asarray(output)
+    base = np.asarray(baseline)
     scores = {
-        "psnr_vs_bicubic": psnr(out, base),
-        "ssim_vs_bicubic": ssim(out, base),
+        "psnr_vs_bicubic": psnr(out, base, data_range=255.0),
+        "ssim_vs_bicubic": ssim(out, base, data_range=255.0),
         "lr_consistency": lr_consistency(output, low_res),
     }
     if ground_truth is not None:
-        gt = pil_to_array(
+        gt = np.asarray(
             ground_truth.resize(output.size, Image.Resampling.BICUBIC)
             if ground_truth.size != output.size
             else ground_truth
         )
-        scores["psnr_vs_gt"] = psnr(out, gt)
-        scores["ssim_vs_gt"] = ssim(out, gt)
+        scores["psnr_vs_gt"] = psnr(out, gt, data_range=255.0)
+        scores["ssim_vs_gt"] = ssim(out, gt, data_range=255.0)
     return scores
 
 

@@ -94,6 +94,11 @@ def get_level(level: int) -> Level:
     return LEVELS[level - 1]
 
 
+def level_for(base_path: str, lora_scale: float) -> Level:
+    """The level with this base path and LoRA scale."""
+    return next(x for x in LEVELS if x.base_path == base_path and x.lora_scale == lora_scale)
+
+
 def non_generative_twin(level: int) -> Level:
     """The level with the same base path and the generative effect off (7, 8 or 9)."""
     lv = get_level(level)

@@ -55,20 +55,47 @@ def test_lora_zero_levels_are_their_bases_bit_for_bit(nine, tiny_engine, photo):
 
 def test_unet_calls_only_for_generative_levels(nine, tiny_engine, photo):
     _, calls = nine
-    settings = tiny_engine.config.settings
-    # one UNet call per denoising step per batch of (3 bases × latent windows)
-    latent = 128 // tiny_engine.refiner().vae_scale
-    expected = 0
-    for s in settings.values():
-        tile = s.tile_size // tiny_engine.refiner().vae_scale
-        windows = len(blend_tiles(latent, latent, tile, s.tile_overlap // tiny_engine.refiner().vae_scale))
-        expected += max(1, round(s.steps * s.denoise_strength)) * math.ceil(3 * windows / tiny_engine.batch_size)
-    assert expected > 2
-    assert calls == expected
+    # one UNet call per denoising step per batch of (distinct bases × latent windows); this PNG
+    # has no JPEG grid, so bicubic_clean is bicubic and only 2 of the 3 bases are refined
+    assert calls == expected_unet_calls(tiny_engine, (128, 128), distinct_bases=2)
     counter = unet_call_counter(tiny_engine.refiner())
     before = counter()
     tiny_engine.run(photo, UpscaleRequest(width=128, levels=(7, 8, 9), seed=3))
     assert counter() == before
+
+
+def expected_unet_calls(engine, size, *, distinct_bases):
+    f = engine.refiner().vae_scale
+    (w, h) = size
+    expected = 0
+    for s in engine.config.settings.values():
+        windows = len(blend_tiles(-(-h // f), -(-w // f), s.tile_size // f, s.tile_overlap // f))
+        steps = max(1, round(s.steps * s.denoise_strength))
+        expected += steps * math.ceil(distinct_bases * windows / engine.batch_size)
+    assert expected > 2
+    return expected
+
+
+def test_identical_bases_are_refined_once(nine, tiny_engine):
+    """Without a JPEG grid the cleanup changes nothing, so levels 3 and 6 equal 2 and 5 (and
+    are computed once); a blocky JPEG gets its own passes and its own results."""
+    import io
+
+    result, _ = nine
+    for a, b in ((2, 3), (5, 6)):
+        assert arr(result.level(a).image).tobytes() == arr(result.level(b).image).tobytes()
+        assert f"same result as level {a}" in (result.level(b).message or "")
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.chelsea()).resize((96, 72)).save(buf, "JPEG", quality=5)  # a clear 8×8 grid
+    blocky = load_image(buf.getvalue())
+    counter = unet_call_counter(tiny_engine.refiner())
+    before = counter()
+    jpeg = tiny_engine.run(blocky, UpscaleRequest(width=128, levels=ALL, seed=3))
+    assert counter() - before == expected_unet_calls(tiny_engine, (128, 96), distinct_bases=3)
+    assert arr(jpeg.level(2).image).tobytes() != arr(jpeg.level(3).image).tobytes()
+    assert jpeg.level(3).message is None
 
 
 def test_scales_give_different_images(nine):
@@ -218,3 +245,55 @@ def test_sizes_not_multiple_of_the_vae_factor(tiny_models, photo):
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
     r = engine.run(photo, UpscaleRequest(width=131, height=97, fit="crop", levels=(1, 5), seed=2))
     assert all(lv.status == "ok" and lv.image.size == (131, 97) for lv in r.levels)
+
+
+def test_wavelet_fix_in_strips_equals_the_whole_image():
+    """The colour fix runs in row strips (flat memory) and gives the whole-image result."""
+    import torch
+
+    from pipelines import refiner as r
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand((1, 3, 3 * r.WAVELET_STRIP + 41, 70), generator=g)
+    ref = torch.rand(image.shape, generator=g)
+    levels = r._wavelet_levels(*image.shape[-2:])
+    whole = (image - r._lowpass(image, levels) + r._lowpass(ref, levels)).clamp(0, 1)
+    strips = r.wavelet_color_fix(image, ref)
+    assert torch.allclose(strips, whole, atol=1e-6, rtol=0)
+
+
+def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monkeypatch):
+    """Each (base, tile) control image is embedded once per run, not once per step, scale and
+    guidance half; the result equals embedding it on every call."""
+    from pipelines import refiner as r
+    from pipelines.convert import pil_to_tensor
+
+    ref = tiny_engine.refiner()
+    calls = [0]
+    hook = ref.controlnet.controlnet_cond_embedding.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    bases = {n: pil_to_tensor(base_paths.bicubic(photo.rgb.rotate(90 * i), (128, 128))) for i, n in enumerate("ab")}
+    job = r.RefineJob(
+        bases=bases,
+        scales={1.0: ["a", "b"], 0.5: ["a", "b"]},
+        prompt="a photo",
+        negative_prompt="",
+        seed=5,
+        settings=tiny_engine.config.settings,
+    )
+    f = ref.vae_scale
+    s = job.settings[1.0]
+    tiles = 2 * len(blend_tiles(128 // f, 128 // f, s.tile_size // f, s.tile_overlap // f))
+    try:
+        cached, _ = r.refine(ref, job)
+        assert calls[0] == tiles
+        calls[0] = 0
+        monkeypatch.setattr(r, "COND_CACHE_BYTES", 0)  # nothing kept: embedded on every call
+        fresh, _ = r.refine(ref, job)
+        steps = sum(max(1, round(v.steps * v.denoise_strength)) for v in job.settings.values())
+        assert calls[0] == tiles * steps
+    finally:
+        hook.remove()
+    for key in cached:
+        diff = np.abs(arr(cached[key]).astype(int) - arr(fresh[key]).astype(int))
+        assert diff.max() <= 1, key
+    assert type(ref.controlnet.controlnet_cond_embedding).__name__ == "ControlNetConditioningEmbedding"  # put back

@@ -36,3 +36,55 @@ def test_shave():
 def test_lr_consistency_of_exact_box_upscale():
     lr = Image.new("RGB", (8, 8), (100, 150, 200))
     assert lr_consistency(lr.resize((32, 32)), lr) == math.inf
+
+
+@pytest.mark.parametrize("shape", [(700, 90, 3), (523, 61)])  # several strips, colour and grey
+def test_strip_ssim_and_psnr_equal_whole_image_scores(shape):
+    """Row strips (flat memory) give scikit-image's whole-image SSIM and the plain PSNR."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from pipelines import metrics
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, shape), 0, 255).astype(np.uint8)
+    assert shape[0] > 2 * metrics.STRIP_ROWS  # really strip-wise
+    kw = {"channel_axis": -1} if len(shape) == 3 else {}
+    whole = structural_similarity(
+        a / 255, b / 255, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, **kw
+    )
+    assert ssim(a, b, data_range=255) == pytest.approx(whole, abs=1e-12)
+    assert ssim(a / 255, b / 255) == pytest.approx(whole, abs=1e-12)
+    assert psnr(a, b, data_range=255) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-9)
+
+
+def test_scores_at_nine_megapixels_stay_in_flat_memory():
+    """Scoring a 3000×3000 level allocates a few strips, not whole-image float copies."""
+    import threading
+    import time
+
+    import psutil
+
+    from pipelines.metrics import score_level
+
+    rng = np.random.default_rng(0)
+    out = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))
+    base = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))
+    low = base.resize((750, 750))
+    proc = psutil.Process()
+    start = proc.memory_info().rss
+    peak = [start]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    scores = score_level(out, base, low)
+    done.set()
+    t.join()
+    assert 0 < scores["ssim_vs_bicubic"] < 0.1 and scores["psnr_vs_bicubic"] < 10  # two unrelated noise images
+    assert peak[0] - start < 300e6  # a whole-image float64 copy alone is 216 MB; before: +1.47 GB
