@@ -39,3 +39,34 @@ def test_nine_levels_on_cuda(tiny_models, photo, dtype):
     again = engine.run(photo, UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=2))
     for a, b in zip(first.levels, again.levels, strict=True):
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def test_gpu_memory_released_after_a_cancelled_run(tiny_models, photo):
+    """A run stopped mid-diffusion leaves no tensors behind on the GPU (written for the next
+    lent GPU; not yet run on one)."""
+    import gc
+    import threading
+
+    from pipelines.refiner import Cancelled
+
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cuda"))
+    request = UpscaleRequest(width=256, levels=presets.LEVEL_NUMBERS, seed=2)
+    engine.run(photo, request)  # models loaded, caches warm
+    gc.collect()
+    torch.cuda.synchronize()
+    settled = torch.cuda.memory_allocated()
+    cancel = threading.Event()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage.startswith("diffusion") and done:
+            cancel.set()
+
+    stopped = False
+    try:
+        engine.run(photo, request, progress=progress, cancel=cancel)
+    except Cancelled:
+        stopped = True  # the traceback (and its frames' tensors) is dropped on leaving except
+    assert stopped
+    gc.collect()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= settled + (1 << 20)
