@@ -118,12 +118,6 @@ def get_engine() -> Engine:
         return _ENGINE
 
 
-def running_sessions() -> list[str]:
-    """Sessions with a run in progress (for the status panel and the tests)."""
-    with _CANCELS_LOCK:
-        return [s for s, events in _CANCELS.items() if events]
-
-
 @gpu
 def engine_run(
     image: LoadedImage,

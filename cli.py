@@ -254,12 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser(
-        "upscale",
-        help="one image at one strength (the commercial API's semantics)",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    def command(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's own name
+        return sub.add_parser(name, help=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    up = command("upscale", "one image at one strength (the commercial API's semantics)")
     up.add_argument("input", nargs="?", help="image path or http(s) URL (or 'url' in --request)")
     up.add_argument("-o", "--output", required=True, help="output PNG path")
     up.add_argument(
@@ -275,22 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_args(up)
     add_engine_args(up)
 
-    gr = sub.add_parser(
-        "grid",
-        help="run all nine levels into a folder (PNGs, grid.png, metrics, manifest)",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    gr = command("grid", "run all nine levels into a folder (PNGs, grid.png, metrics, manifest)")
     gr.add_argument("input", nargs="?", help="image path or http(s) URL")
     gr.add_argument("-o", "--output", required=True, help="output folder")
     gr.add_argument("--levels", help="comma-separated subset, e.g. 7,8,9 (default: all nine)")
     add_request_args(gr)
     add_engine_args(gr)
 
-    dl = sub.add_parser("download", help="fetch and verify every default weight (needs the Hugging Face Hub)")
-    add_engine_args(dl)
-    st = sub.add_parser("status", help="device and which models are available or missing")
-    add_engine_args(st)
+    add_engine_args(command("download", "fetch and verify every default weight (needs the Hugging Face Hub)"))
+    add_engine_args(command("status", "device and which models are available or missing"))
     return parser
 
 

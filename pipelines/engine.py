@@ -210,6 +210,8 @@ class Engine:
         refined: dict[tuple[float, str], Image.Image] = {}
         gen_levels = [lv for lv in levels if lv.generative]
         diffusion_seconds: dict[float, float] = {}
+        passes: dict[float, int] = {}  # distinct bases refined at each scale
+        same_as: dict[str, str] = {}
         if gen_levels:
             try:
                 refiner = self.refiner()
@@ -247,6 +249,7 @@ class Engine:
                     if lv.base_path in same_as:
                         refined[(lv.lora_scale, lv.base_path)] = refined[(lv.lora_scale, same_as[lv.base_path])]
                 diffusion_seconds = {s: timings.get(f"diffusion_{s:g}", 0.0) for s in scales}
+                passes = {s: len(bs) for s, bs in scales.items()}
 
         # 4–5. compose and score
         t = time.perf_counter()
@@ -257,8 +260,7 @@ class Engine:
             note = None
             if lv.generative:
                 content = refined[(lv.lora_scale, lv.base_path)]
-                n_at_scale = len({id(im) for (sc, _), im in refined.items() if sc == lv.lora_scale})
-                seconds = base_seconds[lv.base_path] + diffusion_seconds.get(lv.lora_scale, 0.0) / max(1, n_at_scale)
+                seconds = base_seconds[lv.base_path] + diffusion_seconds[lv.lora_scale] / passes[lv.lora_scale]
                 if lv.base_path in same_as:
                     twin = presets.level_for(same_as[lv.base_path], lv.lora_scale)
                     note = (

@@ -48,9 +48,10 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
     """SSIM with an 11×11 Gaussian window (σ = 1.5, population covariance) — the convention
     of the SR literature (Wang et al. 2004). ``(H, W)`` or ``(H, W, C)`` arrays, any dtype.
 
-    Tall images are scored in row strips, each with the window's radius of context: the mean
-    SSIM map is the same as scikit-image's on the whole image (it averages the map without a
-    5-pixel border, which is exactly what the strips cover), and memory stays flat.
+    Scored in row strips, each with the window's radius of context: the mean SSIM map is
+    scikit-image's on the whole image (it averages the map without a 5-pixel border, which is
+    exactly what the strips cover), and memory stays flat. Integer input is converted to
+    float64 by scikit-image, one strip at a time.
     """
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ {a.shape} vs {b.shape}")
@@ -60,23 +61,19 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
         return math.nan  # no window fits: SSIM is undefined for images this small
     if side < 11:
         win = side if side % 2 else side - 1
-        return float(
-            structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range, win_size=win, **kw)
-        )
-    gaussian = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, **kw}
-    height, r = a.shape[0], SSIM_RADIUS
-    if height <= STRIP_ROWS + 2 * r:
-        return float(
-            structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range, **gaussian)
-        )
+        return float(structural_similarity(a, b, data_range=data_range, win_size=win, **kw))
+    r = SSIM_RADIUS
     total, count = 0.0, 0
-    for y0, y1 in _strips(height, r, height - r):  # the rows scikit-image averages over
+    for y0, y1 in _strips(a.shape[0], r, a.shape[0] - r):  # the rows scikit-image averages over
         _, smap = structural_similarity(
-            a[y0 - r : y1 + r].astype(np.float64),
-            b[y0 - r : y1 + r].astype(np.float64),
+            a[y0 - r : y1 + r],
+            b[y0 - r : y1 + r],
             data_range=data_range,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
             full=True,
-            **gaussian,
+            **kw,
         )
         inner = smap[r:-r, r:-r]
         total += float(inner.sum(dtype=np.float64))

@@ -343,27 +343,25 @@ class CondCache:
     def __init__(self, controlnet: Any, vae_scale: int, budget: int | None = None) -> None:
         self.controlnet = controlnet
         self.embed = controlnet.controlnet_cond_embedding
+        self.device, self.dtype = controlnet.device, next(self.embed.parameters()).dtype
         self.scale = vae_scale
         self.enabled = getattr(controlnet.config, "controlnet_conditioning_channel_order", "rgb") == "rgb"
         self.budget = COND_CACHE_BYTES if budget is None else budget
         self.used = 0
         self.store: dict[tuple[str, tuple[int, int, int, int]], torch.Tensor] = {}
-        self.computed = 0
 
     def get(self, base: str, control: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
         """The embedding of ``control``'s pixels under the latent ``window`` (top, left, bottom,
         right); the pixels themselves when caching is off."""
-        s = self.scale
-        top, left, bottom, right = window
-        device, dtype = self.controlnet.device, next(self.embed.parameters()).dtype
-        pixels = control[:, :, top * s : bottom * s, left * s : right * s]
-        if not self.enabled:
-            return pixels.to(device, dtype)
         hit = self.store.get((base, window))
         if hit is not None:
             return hit
-        emb = self.embed(pixels.to(device, dtype))
-        self.computed += 1
+        s = self.scale
+        top, left, bottom, right = window
+        pixels = control[:, :, top * s : bottom * s, left * s : right * s].to(self.device, self.dtype)
+        if not self.enabled:
+            return pixels
+        emb = self.embed(pixels)
         size = emb.numel() * emb.element_size()
         if self.used + size <= self.budget:
             self.store[(base, window)] = emb
@@ -582,8 +580,6 @@ def wavelet_color_fix(image: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     height, width = image.shape[-2:]
     levels = _wavelet_levels(height, width)
     ref = reference.to(image.dtype)
-    if height <= WAVELET_STRIP + 2 * WAVELET_HALO:
-        return (image - _lowpass(image, levels) + _lowpass(ref, levels)).clamp(0, 1)
     out = torch.empty_like(image)
     for y0 in range(0, height, WAVELET_STRIP):
         y1 = min(height, y0 + WAVELET_STRIP)

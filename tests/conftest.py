@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "out" / "reliability"
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -141,3 +142,15 @@ def run_outcomes(monkeypatch):
 
     monkeypatch.setattr(lab_app, "engine_run", recording_run)
     return SimpleNamespace(outcomes=outcomes, wait_started=wait_started, wait_done=wait_done)
+
+
+def record(name: str, data: dict) -> None:
+    """Add a figure to out/reliability/load.json (read into docs/reliability.md) and print it."""
+    import json
+
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / "load.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc[name] = data
+    path.write_text(json.dumps(doc, indent=2))
+    print(name, data)

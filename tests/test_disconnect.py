@@ -16,18 +16,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pytest
+from conftest import record
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT = ROOT / "examples" / "astronaut_portrait.png"
 # 256 px → 1024 px: long enough with the tiny models (tens of seconds) to stop it mid-run
 GRID_ARGS = ("", "1024", "", "canvas", "", "", "", 1, False)
-
-
-def record(name: str, data: dict) -> None:
-    from test_load import record as write
-
-    write(name, data)
 
 
 def test_gradio_client_job_cancel_stops_the_run(lab_server, run_outcomes):
@@ -85,15 +79,14 @@ def test_rest_client_hanging_up_stops_the_run(lab_server, run_outcomes):
     record("rest_hangup", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
 
 
-@pytest.mark.parametrize("api_name", ["/upscale"])
-def test_server_keeps_serving_after_cancellations(lab_server, run_outcomes, tmp_path, api_name):
+def test_server_keeps_serving_after_cancellations(lab_server, run_outcomes):
     """After the cancellations above, a normal request still runs to the end."""
     from gradio_client import Client, handle_file
 
     client = Client(lab_server + "/", verbose=False)
     t = time.monotonic()
     img, *_ = client.predict(
-        handle_file(str(PORTRAIT)), "", "128", "", "canvas", "", "", "", 1, False, 5, True, api_name=api_name
+        handle_file(str(PORTRAIT)), "", "128", "", "canvas", "", "", "", 1, False, 5, True, api_name="/upscale"
     )
     client.close()
     assert Path(img).exists() and run_outcomes.outcomes == ["finished"]

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import record
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "out" / "reliability"
 pytestmark = pytest.mark.load
 
 
@@ -28,15 +28,6 @@ def flat_png(tmp_path: Path, i: int) -> tuple[Path, tuple[int, int, int]]:
     p = tmp_path / f"client{i}.png"
     Image.new("RGB", (32 + 4 * i, 24 + 4 * i), colour).save(p)
     return p, colour
-
-
-def record(name: str, data: dict) -> None:
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    path = FIGURES / "load.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    doc[name] = data
-    path.write_text(json.dumps(doc, indent=2))
-    print(name, data)
 
 
 def test_eight_concurrent_clients_each_get_their_own_result(lab_server, tmp_path):
