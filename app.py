@@ -37,11 +37,10 @@ from fastapi.responses import JSONResponse, Response
 
 import presets
 from pipelines.engine import Engine, EngineConfig, RunResult
-from pipelines.errors import LabError, RequestError
+from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import METRICS
-from pipelines.refiner import Cancelled
 from pipelines.report import (
     change_heatmap,
     format_value,

@@ -26,13 +26,14 @@ from PIL import Image
 
 import presets
 from pipelines import base as base_paths
+from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import pil_to_tensor
 from pipelines.device import dtype_name, pick_device
 from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
-from pipelines.refiner import Cancelled, DiffusionModels, RefineJob, Refiner, load_refiner, refine
+from pipelines.refiner import DiffusionModels, RefineJob, Refiner, load_refiner, refine
 from pipelines.request import SizePlan, UpscaleRequest, plan_size
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class Engine:
         bases: dict[str, Image.Image] = {}
         base_seconds: dict[str, float] = {}
         for i, path in enumerate(p for p in presets.BASE_PATHS if p in needed):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             if progress:
                 progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
@@ -315,12 +316,14 @@ class Engine:
             )
 
             def on_tile(done: int, total: int) -> None:
-                _check_cancel(cancel)
+                check_cancel(cancel)
                 if progress:
                     progress("base: upscale_4 tiles", done, total)
 
-            out = base_paths.neural_upscale(self.upscaler(), low_res, plan.content, settings, on_tile=on_tile)
-            _check_cancel(cancel)
+            model = self.upscaler()
+            with cancellable(cancel, model):
+                out = base_paths.neural_upscale(model, low_res, plan.content, settings, on_tile=on_tile)
+            check_cancel(cancel)
         self._base_cache[key] = out
         while len(self._base_cache) > self.config.base_cache_size:
             self._base_cache.popitem(last=False)
@@ -422,11 +425,6 @@ def identical_bases(bases: dict[str, Image.Image], names: set[str]) -> dict[str,
         else:
             same_as[name] = twin
     return same_as
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("the run was cancelled")
 
 
 def replay_request(manifest: dict[str, Any]) -> UpscaleRequest:

@@ -46,3 +46,7 @@ class OutOfMemoryError(LabError):
 
 class WeightsError(LabError):
     """A weight file exists but is corrupt or does not match its checksum."""
+
+
+class Cancelled(LabError):
+    """The run was cancelled by its caller."""

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import presets
+from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import tensor_to_pil
-from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError, WeightsError
+from pipelines.errors import ModelMissingError, OutOfMemoryError, WeightsError
 from pipelines.tiling import blend_tiles, blend_weight
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ DIFFUSION_PATTERNS = [
     "vae/diffusion_pytorch_model.safetensors",
 ]
 CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
-
-
-class Cancelled(LabError):
-    """The run was cancelled by its caller."""
 
 
 @dataclass(frozen=True)
@@ -402,7 +399,7 @@ def refine(
     """Run the job; returns ``{(scale, base): PIL RGB image}`` (colour-fixed) and warnings.
 
     Out-of-memory halves the latent tile (down to 32 latent px) and retries the scale; then
-    raises OutOfMemoryError. Raises Cancelled if ``cancel`` is set between batches.
+    raises OutOfMemoryError. Raises Cancelled within one convolution once ``cancel`` is set.
     """
     timings = timings if timings is not None else {}
     names = sorted({n for ns in job.scales.values() for n in ns})
@@ -413,7 +410,8 @@ def refine(
     pad = (0, (-width) % f, 0, (-height) % f)
     padded = {n: F.pad(job.bases[n], pad, mode="replicate") if any(pad) else job.bases[n] for n in names}
     # one base at a time: no full-size copy of all of them together
-    latents = {n: refiner.encode_images(padded[n]) for n in names}
+    with cancellable(cancel, refiner.vae):
+        latents = {n: refiner.encode_images(padded[n]) for n in names}
     timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
     _, _, h, w = next(iter(latents.values())).shape
     noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device, refiner.dtype)
@@ -436,21 +434,22 @@ def refine(
         t2 = time.perf_counter()
         while True:
             try:
-                x = _denoise(
-                    refiner,
-                    x0,
-                    [(b, padded[b]) for b in bases],
-                    cond_cache,
-                    noise,
-                    emb,
-                    settings,
-                    tile,
-                    overlap,
-                    job.batch_size,
-                    f"diffusion (LoRA {scale:g})",
-                    progress,
-                    cancel,
-                )
+                with cancellable(cancel, refiner.unet, refiner.controlnet):
+                    x = _denoise(
+                        refiner,
+                        x0,
+                        [(b, padded[b]) for b in bases],
+                        cond_cache,
+                        noise,
+                        emb,
+                        settings,
+                        tile,
+                        overlap,
+                        job.batch_size,
+                        f"diffusion (LoRA {scale:g})",
+                        progress,
+                        cancel,
+                    )
                 break
             except torch.OutOfMemoryError as exc:
                 cond_cache.clear()
@@ -468,7 +467,8 @@ def refine(
         if progress:
             progress(f"decode (LoRA {scale:g})", 0, len(bases))
         for i, b in enumerate(bases):  # one base at a time: one full-size float image in memory
-            image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
+            with cancellable(cancel, refiner.vae):
+                image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
             out[(scale, b)] = tensor_to_pil(wavelet_color_fix(image, job.bases[b].float()))
             del image
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
@@ -512,8 +512,7 @@ def _denoise(
     for t in timesteps:
         eps = torch.zeros((b, 4, h, w), device=refiner.device, dtype=torch.float32)
         for start in range(0, len(items), batch_size):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("the run was cancelled")
+            check_cancel(cancel)
             chunk = items[start : start + batch_size]
             n = len(chunk)
             lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk])

