@@ -41,6 +41,7 @@ from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import METRICS
+from pipelines.models import download_models, hub_offline
 from pipelines.report import (
     change_heatmap,
     format_value,
@@ -345,7 +346,54 @@ def status_markdown() -> str:
     lines = [f"**Device:** {engine.device_label()}"]
     for mid, state in engine.model_status().items():
         lines.append(f"- `{mid}`: {state}")
+    reason = fetch_unavailable_reason(engine)
+    if reason:
+        lines.append(f"\n*Fetch weights:* {reason}")
     return "\n".join(lines)
+
+
+def fetch_unavailable_reason(engine: Engine) -> str | None:
+    """Why the Fetch weights action is off here, or None when it may fetch."""
+    if os.environ.get("SPACE_ID"):
+        return "on a Space the weights come with the build (README's preload_from_hub), not from here."
+    if hub_offline():
+        return "HF_HUB_OFFLINE=1 is set: this server does not reach the Hugging Face Hub."
+    if not any(state.startswith("missing") for state in engine.model_status().values()):
+        return "every model is here."
+    return None
+
+
+def fetch_button_state() -> tuple[str, Any]:
+    """The status panel and the Fetch weights button, enabled only where fetching can help."""
+    reason = fetch_unavailable_reason(get_engine())
+    return status_markdown(), gr.Button(interactive=reason is None)
+
+
+def fetch_weights(report: Callable[[str, int, int], None]) -> list[str]:
+    """Fetch the missing diffusion weights for the lab's engine (self-hosted use); the next
+    run finds them. Raises LabError (offline, unreachable hub, a file the repo lacks)."""
+    engine = get_engine()
+    reason = fetch_unavailable_reason(engine)
+    if reason:
+        raise RequestError("fetch", reason)
+    lines: list[str] = []
+
+    def on_step(message: str, done: int, total: int) -> None:
+        lines.append(message)
+        report(message, done, total)
+
+    download_models(engine.config.models, report=on_step)
+    engine.models_changed()
+    return lines
+
+
+def fetch_weights_event(progress: Any = gr.Progress()) -> tuple[str, Any]:
+    """The Fetch weights button: per-file progress, then the refreshed status panel."""
+    try:
+        fetch_weights(lambda message, done, total: progress((done, max(total, 1)), desc=message))
+    except LabError as exc:
+        raise gr.Error(str(exc)) from exc
+    return fetch_button_state()
 
 
 # --------------------------------------------------------------------------- events
@@ -476,7 +524,8 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
             "against a plain bicubic upscale. Lower levels are more generative; 7–9 use no diffusion."
         )
         with gr.Accordion("Device and models", open=False):
-            status_md = gr.Markdown("Checking…")
+            status_md = gr.Markdown("Checking…", elem_id="model-status")
+            fetch_btn = gr.Button("Fetch weights", size="sm", interactive=False, elem_id="fetch-weights")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 with gr.Tab("Upload"):
@@ -585,7 +634,8 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
         cancel_btn.click(cancel_run, outputs=[message], cancels=[run_event, single_event], api_name=False, queue=False)
         for dd in (level_a, level_b):
             dd.change(compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_name=False, queue=False)
-        demo.load(status_markdown, outputs=[status_md], api_name=False, queue=False)
+        demo.load(fetch_button_state, outputs=[status_md, fetch_btn], api_name=False, queue=False)
+        fetch_btn.click(fetch_weights_event, outputs=[status_md, fetch_btn], api_name=False, concurrency_id="gpu")
         demo.unload(cancel_on_leave)
     demo.queue(max_size=queue_max or QUEUE_MAX, default_concurrency_limit=1)
     return demo

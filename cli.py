@@ -122,7 +122,7 @@ def request_json(args: argparse.Namespace) -> dict[str, Any]:
 
 def engine_config(args: argparse.Namespace, **overrides: Any) -> Any:
     from pipelines.engine import EngineConfig
-    from pipelines.refiner import DiffusionModels
+    from pipelines.models import DiffusionModels
 
     models = DiffusionModels(sd15=args.sd15, controlnet=args.controlnet, lora=args.lora, lora_file=args.lora_file)
     return EngineConfig(
@@ -215,19 +215,23 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """Fetch every default weight ahead of time and verify it loads."""
+    """Fetch exactly the files each default model needs (total size first, then per file),
+    record the commit hash the hub gave for each repo, and check that the parts load."""
     from pipelines.device import pick_device
     from pipelines.errors import LabError
+    from pipelines.models import download_models, load_refiner
     from pipelines.realesrgan import converted_x4plus
-    from pipelines.refiner import load_refiner
 
     try:
         path = converted_x4plus()
         print(f"realesrgan_x4plus: ok ({path})")
         cfg = engine_config(args)
+        fetched = download_models(cfg.models, report=lambda line, _done, _total: print(line, flush=True))
         device, dtype = pick_device("cpu", "fp32")
-        load_refiner(cfg.models, device, dtype, download=True)
-        print("sd15, controlnet_tile, detail_lora: downloaded and loaded")
+        load_refiner(cfg.models, device, dtype)
+        for f in fetched:
+            print(f"{f.model_id}: {f.repo} commit {f.commit} ({len(f.files)} files) loads")
+        print("all diffusion parts are available: levels 1-6 can run")
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -460,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         state.wait_for_everyone()
 
     engine_kw: dict[str, Any] = {}
-    if args.tiny_models:  # folders written by pipelines.tiny.build_tiny_models
-        from pipelines.tiny import tiny_settings
+    if args.tiny_models:  # folders written by testing.tiny.build_tiny_models
+        from testing.tiny import tiny_settings
 
         d = Path(args.tiny_models)
         engine_kw["settings"] = tiny_settings()
         args.sd15, args.controlnet, args.lora = str(d / "sd15"), str(d / "controlnet"), str(d / "lora")
-        args.lora_file = "pytorch_lora_weights.safetensors"
+        args.lora_file = presets.MODELS["detail_lora"].file
     from pipelines.engine import Engine
 
     engine = Engine(engine_config(args, **engine_kw))

@@ -62,8 +62,9 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from pipelines.refiner import LORA_ADAPTER, refiner_from_parts
-    from pipelines.tiny import _write_tokenizer, add_random_lora, assemble_pipeline
+    from pipelines.models import LORA_ADAPTER
+    from pipelines.refiner import refiner_from_parts
+    from testing.tiny import add_random_lora, assemble_pipeline, write_tokenizer
 
     unet, controlnet, vae = build(torch.device("cpu"), torch.float32)
     text_encoder = CLIPTextModel(
@@ -79,7 +80,7 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
         )
     )
     folder = Path(tempfile.mkdtemp())
-    _write_tokenizer(folder)
+    write_tokenizer(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     add_random_lora(unet, rank=16, adapter_name=LORA_ADAPTER)
@@ -123,7 +124,7 @@ def full_pass(size: str, device: torch.device, dtype: torch.dtype, batch: int) -
         torch.cuda.synchronize()
     total = time.perf_counter() - t
     tiles = len(blend_tiles(h // 8, w // 8, s.tile_size // 8, s.tile_overlap // 8))
-    steps = max(1, round(s.steps * s.denoise_strength))
+    steps = max(1, int(s.steps * s.denoise_strength))
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     print(f"\n# Full diffusion pass, real SD 1.5 architecture (random weights), {w}×{h} output, {machine()}, {dtype}\n")
     print(

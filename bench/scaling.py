@@ -27,16 +27,16 @@ def child(megapixels: float, example: bool, models_dir: str, steps: int) -> None
     import presets
     from pipelines.engine import Engine, EngineConfig
     from pipelines.imaging import load_image
-    from pipelines.refiner import DiffusionModels
+    from pipelines.models import DiffusionModels
     from pipelines.request import UpscaleRequest
-    from pipelines.tiny import tiny_settings
+    from testing.tiny import tiny_settings
 
     d = Path(models_dir)
     models = DiffusionModels(
         sd15=str(d / "sd15"),
         controlnet=str(d / "controlnet"),
         lora=str(d / "lora"),
-        lora_file="pytorch_lora_weights.safetensors",
+        lora_file=presets.MODELS["detail_lora"].file,
     )
     engine = Engine(EngineConfig(models=models, settings=tiny_settings(tile_size=512, tile_overlap=128, steps=steps)))
     if example:
@@ -79,7 +79,7 @@ def main() -> None:
     if args.child:
         child(float(args.child[0]), args.child[1] == "1", args.child[2], int(args.child[3]))
         return
-    from pipelines.tiny import build_tiny_models
+    from testing.tiny import build_tiny_models
 
     models_dir = tempfile.mkdtemp()
     build_tiny_models(models_dir, vae_factor=8)

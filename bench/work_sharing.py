@@ -24,7 +24,7 @@ from pipelines.engine import Engine, EngineConfig
 from pipelines.imaging import load_image
 from pipelines.refiner import unet_call_counter
 from pipelines.request import UpscaleRequest
-from pipelines.tiny import build_tiny_models, tiny_settings
+from testing.tiny import build_tiny_models, tiny_settings
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
-from pipelines.refiner import DiffusionModels, RefineJob, Refiner, load_refiner, refine
+from pipelines.models import DiffusionModels, load_refiner
+from pipelines.refiner import RefineJob, Refiner, refine
 from pipelines.request import SizePlan, UpscaleRequest, plan_size
 
 log = logging.getLogger(__name__)
@@ -135,16 +136,25 @@ class Engine:
             raise
         return self._refiner
 
+    def models_changed(self) -> None:
+        """Weights were fetched or replaced: look for the diffusion parts again on the next run."""
+        self._refiner_missing = None
+
     def model_status(self) -> dict[str, str]:
-        """Per model: "loaded", "available" or "missing: <reason and fetch command>"."""
-        from pipelines.refiner import check_available
+        """Per model: "loaded", "available" or "missing: <reason and fetch command>"; a part
+        found in the hub cache names the commit it resolves to."""
+        from pipelines.models import check_available
 
         out = {"realesrgan_x4plus": "loaded" if self._upscaler is not None else "available on first use"}
-        if self._refiner is not None:
-            out.update({m: "loaded" for m in presets.DIFFUSION_MODEL_IDS})
-        else:
-            for mid, why in check_available(self.config.models).items():
-                out[mid] = "available" if why is None else f"missing: {why}"
+        described = self.config.models.describe()
+        loaded = self._refiner is not None
+        availability = {m: None for m in described} if loaded else check_available(self.config.models)
+        for mid, why in availability.items():
+            commit = described[mid]["commit"]
+            state = ("loaded" if loaded else "available") + (
+                f" ({described[mid]['source']} @ {commit})" if commit else ""
+            )
+            out[mid] = state if why is None else f"missing: {why}"
         return out
 
     def device_label(self) -> str:
@@ -244,8 +254,9 @@ class Engine:
                     settings=self.config.settings,
                     batch_size=self.batch_size,
                 )
-                refined, warns = refine(refiner, job, progress=progress, cancel=cancel, timings=timings)
-                warnings.extend(warns)
+                outcome = refine(refiner, job, progress=progress, cancel=cancel, timings=timings)
+                refined = outcome.images
+                warnings.extend(outcome.warnings)
                 for lv in gen_levels:  # identical inputs → the identical result, computed once
                     if lv.base_path in same_as:
                         refined[(lv.lora_scale, lv.base_path)] = refined[(lv.lora_scale, same_as[lv.base_path])]

@@ -16,13 +16,11 @@ Arranged so nothing is computed twice in a nine-level run:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,105 +30,18 @@ from PIL import Image
 import presets
 from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import tensor_to_pil
-from pipelines.errors import ModelMissingError, OutOfMemoryError, WeightsError
+from pipelines.errors import OutOfMemoryError
+from pipelines.models import LORA_ADAPTER
 from pipelines.tiling import blend_tiles, blend_weight
 
 log = logging.getLogger(__name__)
-
-LORA_ADAPTER = "detail"
-FETCH_COMMAND = "python cli.py download"
-DIFFUSION_PATTERNS = [
-    "model_index.json",
-    "scheduler/*.json",
-    "tokenizer/*",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-]
-CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
-
-
-@dataclass(frozen=True)
-class DiffusionModels:
-    """Where the three diffusion parts come from: a hub repo id or a local folder/file."""
-
-    sd15: str = presets.MODELS["sd15"].repo
-    controlnet: str = presets.MODELS["controlnet_tile"].repo
-    lora: str = presets.MODELS["detail_lora"].repo
-    lora_file: str | None = presets.MODELS["detail_lora"].file
-
-    def describe(self) -> dict[str, dict[str, str | None]]:
-        out: dict[str, dict[str, str | None]] = {}
-        for mid, src in (("sd15", self.sd15), ("controlnet_tile", self.controlnet), ("detail_lora", self.lora)):
-            spec = presets.MODELS[mid]
-            local = Path(src).exists()
-            out[mid] = {
-                "source": src,
-                "revision": None if local else spec.revision,
-                "file": self.lora_file if mid == "detail_lora" else None,
-            }
-        return out
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def resolve(
-    model_id: str, source: str, *, file: str | None = None, patterns: list[str] | None = None, download: bool = False
-) -> Path:
-    """Local path for ``source`` (a local folder/file is used as is; a hub repo is looked up
-    in the hub cache, and downloaded only when ``download`` is true and the hub is online).
-
-    Raises ModelMissingError naming the model and the command that fetches it.
-    """
-    local = Path(source)
-    if local.exists():
-        return local / file if (file and local.is_dir()) else local
-    if source.startswith((".", "/")) or source.count("/") != 1:
-        raise ModelMissingError(model_id, f"no such local path {source!r}", "give an existing folder")
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    spec = presets.MODELS[model_id]
-    only_local = not download or hub_offline()
-    try:
-        if file:
-            return Path(hf_hub_download(source, file, revision=spec.revision, local_files_only=only_local))
-        return Path(
-            snapshot_download(source, revision=spec.revision, allow_patterns=patterns, local_files_only=only_local)
-        )
-    except Exception as exc:  # the hub raises many types (offline, not cached, network, auth)
-        why = "not in the local hub cache" + (" and HF_HUB_OFFLINE=1" if hub_offline() else "")
-        if download and not hub_offline():
-            why = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        raise ModelMissingError(model_id, f"{source}@{spec.revision} {why}", FETCH_COMMAND) from exc
-
-
-def check_available(models: DiffusionModels) -> dict[str, str | None]:
-    """For each diffusion model id: None if available locally, else the reason it is missing."""
-    out: dict[str, str | None] = {}
-    for mid, src, file, pat in (
-        ("sd15", models.sd15, None, DIFFUSION_PATTERNS),
-        ("controlnet_tile", models.controlnet, None, CONTROLNET_PATTERNS),
-        ("detail_lora", models.lora, models.lora_file, None),
-    ):
-        try:
-            resolve(mid, src, file=file, patterns=pat)
-            out[mid] = None
-        except ModelMissingError as exc:
-            out[mid] = str(exc)
-    return out
-
 
 # --------------------------------------------------------------------------- loading
 
 
 @dataclass
 class Refiner:
-    """Loaded diffusion parts on one device. Build with :func:`load_refiner`."""
+    """Loaded diffusion parts on one device. Build with :func:`pipelines.models.load_refiner`."""
 
     tokenizer: Any
     text_encoder: Any
@@ -188,105 +99,36 @@ class Refiner:
             self.vae.disable_tiling()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] → latents ``(B, 4, H/8, W/8)`` (scaled, distribution mean)."""
+        """``(B, 3, H, W)`` in [0, 1] → fp32 latents ``(B, 4, H/f, W/f)`` (scaled posterior mean)."""
         self._vae_tiling(images.shape[-1] * images.shape[-2])
-        vae_dtype = next(self.vae.parameters()).dtype  # may be fp32 while the UNet runs in fp16
         out = []
         with torch.inference_mode():
             for img in images:  # one at a time: bounded memory, each base encoded once
-                x = img[None].to(self.device, vae_dtype) * 2 - 1
-                out.append((self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor).to(self.dtype))
+                x = img[None].to(self.device, torch.float32) * 2 - 1
+                out.append(self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor)
         return torch.cat(out)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, 4, h, w)`` → images ``(B, 3, 8h, 8w)`` float32 in [0, 1] on the CPU."""
         s = self.vae_scale
         self._vae_tiling(latents.shape[-1] * latents.shape[-2] * s * s)
-        vae_dtype = next(self.vae.parameters()).dtype
         out = []
         with torch.inference_mode():
             for lat in latents:
-                img = self.vae.decode((lat[None] / self.vae.config.scaling_factor).to(vae_dtype)).sample
+                img = self.vae.decode((lat[None] / self.vae.config.scaling_factor).float()).sample
                 out.append(((img.float() + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(out)
 
 
-def _load(model_id: str, path: Path, fn: Callable[[], Any]) -> Any:
-    """Run a loader; a corrupt or incomplete file becomes a WeightsError naming it and the fix."""
-    try:
-        return fn()
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise WeightsError(
-            f"{model_id}: cannot load {path} ({type(exc).__name__}: {first}). The file is corrupt or "
-            f"incomplete: delete it (or its hub cache folder) and run: {FETCH_COMMAND}"
-        ) from exc
-    except Exception as exc:  # safetensors' own error type (HeaderTooLarge, ...) is not an OSError
-        if type(exc).__module__.startswith("safetensors"):
-            raise WeightsError(
-                f"{model_id}: {path} is not a valid safetensors file ({exc}); delete it and run: {FETCH_COMMAND}"
-            ) from exc
-        raise
-
-
-def load_refiner(
-    models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False
-) -> Refiner:
-    """Load SD 1.5 parts, the tile ControlNet and the detail LoRA (adapter ``detail``).
-
-    Raises ModelMissingError for the first part that is not available.
-    """
-    from diffusers import ControlNetModel, StableDiffusionPipeline
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its load-time chatter is not our user's business
-    diffusers_logging.disable_progress_bar()
-
-    found: dict[str, Path] = {}
-    missing: list[ModelMissingError] = []
-    for mid, src, file, pat in (
-        ("sd15", models.sd15, None, DIFFUSION_PATTERNS),
-        ("controlnet_tile", models.controlnet, None, CONTROLNET_PATTERNS),
-        ("detail_lora", models.lora, models.lora_file, None),
-    ):
-        try:
-            found[mid] = resolve(mid, src, file=file, patterns=pat, download=download)
-        except ModelMissingError as exc:
-            missing.append(exc)
-    if missing:
-        detail = "; ".join(e.detail for e in missing)
-        raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
-    sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
-    controlnet = _load("controlnet_tile", cn_path, lambda: ControlNetModel.from_pretrained(str(cn_path), dtype=dtype))
-    pipe = _load(
-        "sd15",
-        sd_path,
-        lambda: StableDiffusionPipeline.from_pretrained(
-            str(sd_path), dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        ),
-    )
-    if lora_path.is_file():
-        _load(
-            "detail_lora",
-            lora_path,
-            lambda: pipe.load_lora_weights(
-                str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER
-            ),
-        )
-    else:
-        _load("detail_lora", lora_path, lambda: pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER))
-    return refiner_from_parts(pipe, controlnet, device, dtype)
-
-
 def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: torch.dtype) -> Refiner:
     """Place a loaded SD 1.5 pipeline (with the LoRA adapter) and ControlNet on ``device``:
-    ``dtype`` for the UNet, ControlNet and text encoder, fp32 VAE under fp16, channels_last on CUDA."""
+    ``dtype`` for the UNet, ControlNet and text encoder, the VAE in fp32 (SD 1.5's VAE
+    overflows in fp16 at large sizes, and bf16 costs fidelity), channels_last on CUDA."""
     te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
     for module in (pipe.unet, controlnet, pipe.text_encoder):
         module.to(device, dtype)
         module.eval()
-    # SD 1.5's VAE overflows in fp16 at large sizes: keep it in fp32 under an fp16 UNet.
-    pipe.vae.to(device, torch.float32 if dtype == torch.float16 else dtype).eval()
+    pipe.vae.to(device, torch.float32).eval()
     if device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         controlnet.to(memory_format=torch.channels_last)
@@ -319,6 +161,8 @@ class RefineJob:
     seed: int
     settings: dict[float, presets.DiffusionSettings]
     batch_size: int = 4
+    color_fix: bool = True  # wavelet colour fix against the base (off: the raw decode)
+    keep_latents: bool = False  # return the final latents too (for comparisons)
 
 
 Progress = Callable[[str, int, int], None]
@@ -388,6 +232,37 @@ def noise_field(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
+@dataclass
+class RefineResult:
+    """``images``: ``{(scale, base): PIL RGB}`` (colour-fixed unless the job says not);
+    ``warnings``: for the user (prompt truncation); ``latents``: the final fp32 latents per
+    ``(scale, base)`` when the job asked to keep them (tests compare them with diffusers)."""
+
+    images: dict[tuple[float, str], Image.Image]
+    warnings: list[str]
+    latents: dict[tuple[float, str], torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DenoisePlan:
+    """How one LoRA scale's batch is denoised: its settings, latent tile and overlap, tiles
+    per forward pass, and the stage name shown in progress."""
+
+    settings: presets.DiffusionSettings
+    tile: int
+    overlap: int
+    batch_size: int
+    stage: str
+
+
+def img2img_timesteps(sched: Any, settings: presets.DiffusionSettings) -> torch.Tensor:
+    """The timesteps an img2img pass runs, as diffusers' ``get_timesteps`` picks them: the last
+    ``int(steps × strength)`` of ``steps`` (at least one: a pass that runs nothing is no pass)."""
+    sched.set_timesteps(settings.steps)
+    n_run = max(1, min(int(settings.steps * settings.denoise_strength), settings.steps))
+    return sched.timesteps[(settings.steps - n_run) * sched.order :]
+
+
 def refine(
     refiner: Refiner,
     job: RefineJob,
@@ -395,85 +270,99 @@ def refine(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     timings: dict[str, float] | None = None,
-) -> tuple[dict[tuple[float, str], Image.Image], list[str]]:
-    """Run the job; returns ``{(scale, base): PIL RGB image}`` (colour-fixed) and warnings.
+) -> RefineResult:
+    """Run the job (steps in the module doc).
 
-    Out-of-memory halves the latent tile (down to 32 latent px) and retries the scale; then
-    raises OutOfMemoryError. Raises Cancelled within one convolution once ``cancel`` is set.
+    Precision: the UNet and ControlNet run in ``refiner.dtype``; the VAE, the latents, the
+    noise, the guidance and the scheduler step stay fp32. Out-of-memory halves the latent tile
+    (down to 32 latent px) and retries the scale; then raises OutOfMemoryError. Raises
+    Cancelled within one convolution once ``cancel`` is set.
     """
     timings = timings if timings is not None else {}
     names = sorted({n for ns in job.scales.values() for n in ns})
+    # 1. encode each base once. The VAE works on multiples of its factor: pad (replicating
+    # the edge), crop after decoding.
     t0 = time.perf_counter()
-    # The VAE works on multiples of its factor: pad (replicating the edge), crop after decoding.
     height, width = next(iter(job.bases.values())).shape[-2:]
     f = refiner.vae_scale
     pad = (0, (-width) % f, 0, (-height) % f)
     padded = {n: F.pad(job.bases[n], pad, mode="replicate") if any(pad) else job.bases[n] for n in names}
-    # one base at a time: no full-size copy of all of them together
     with cancellable(cancel, refiner.vae):
-        latents = {n: refiner.encode_images(padded[n]) for n in names}
+        latents = {n: refiner.encode_images(padded[n]) for n in names}  # one base at a time
     timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
+    # 2. one noise field for every base and scale
     _, _, h, w = next(iter(latents.values())).shape
-    noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device, refiner.dtype)
-    out: dict[tuple[float, str], Image.Image] = {}
-    warnings: list[str] = []
+    noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device)
+    result = RefineResult(images={}, warnings=[])
     cond_cache = CondCache(refiner.controlnet, f)
     for scale in sorted(job.scales, reverse=True):
+        # 3. per LoRA scale: the prompt (once, or per scale if the LoRA adapts the text encoder)
         bases = job.scales[scale]
         settings = job.settings[scale]
         refiner.set_lora_scale(scale)
         t1 = time.perf_counter()
         emb, warns = refiner.encode_prompt(job.prompt, job.negative_prompt)
         timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t1
-        for wmsg in warns:
-            if wmsg not in warnings:
-                warnings.append(wmsg)
+        result.warnings.extend(wm for wm in warns if wm not in result.warnings)
+        # 4. denoise every base × tile together
         x0 = torch.cat([latents[b] for b in bases])
-        tile = settings.tile_size // refiner.vae_scale
-        overlap = settings.tile_overlap // refiner.vae_scale
+        plan = DenoisePlan(
+            settings=settings,
+            tile=settings.tile_size // f,
+            overlap=settings.tile_overlap // f,
+            batch_size=job.batch_size,
+            stage=f"diffusion (LoRA {scale:g})",
+        )
         t2 = time.perf_counter()
-        while True:
-            try:
-                with cancellable(cancel, refiner.unet, refiner.controlnet):
-                    x = _denoise(
-                        refiner,
-                        x0,
-                        [(b, padded[b]) for b in bases],
-                        cond_cache,
-                        noise,
-                        emb,
-                        settings,
-                        tile,
-                        overlap,
-                        job.batch_size,
-                        f"diffusion (LoRA {scale:g})",
-                        progress,
-                        cancel,
-                    )
-                break
-            except torch.OutOfMemoryError as exc:
-                cond_cache.clear()
-                if refiner.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if tile // 2 < 32:
-                    raise OutOfMemoryError(
-                        f"out of memory in the diffusion pass even with {tile * refiner.vae_scale}px tiles"
-                    ) from exc
-                tile //= 2
-                overlap = min(overlap, tile // 4)
-                log.warning("out of memory: retrying LoRA %g with %d px tiles", scale, tile * refiner.vae_scale)
+        x = _denoise_within_memory(
+            refiner, x0, [(b, padded[b]) for b in bases], cond_cache, noise, emb, plan, progress, cancel
+        )
         timings[f"diffusion_{scale:g}"] = time.perf_counter() - t2
+        # 5. decode one base at a time (one full-size float image in memory), fix its colour
         t3 = time.perf_counter()
         if progress:
             progress(f"decode (LoRA {scale:g})", 0, len(bases))
-        for i, b in enumerate(bases):  # one base at a time: one full-size float image in memory
+        for i, b in enumerate(bases):
+            if job.keep_latents:
+                result.latents[(scale, b)] = x[i : i + 1].cpu()
             with cancellable(cancel, refiner.vae):
                 image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
-            out[(scale, b)] = tensor_to_pil(wavelet_color_fix(image, job.bases[b].float()))
+            if job.color_fix:
+                image = wavelet_color_fix(image, job.bases[b].float())
+            result.images[(scale, b)] = tensor_to_pil(image)
             del image
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
         del x
-    return out, warnings
+    return result
+
+
+def _denoise_within_memory(
+    refiner: Refiner,
+    x0: torch.Tensor,
+    controls: list[tuple[str, torch.Tensor]],
+    cond_cache: CondCache,
+    noise: torch.Tensor,
+    emb: torch.Tensor,
+    plan: DenoisePlan,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> torch.Tensor:
+    """:func:`_denoise`, halving the latent tile on out-of-memory (down to 32 latent px)."""
+    while True:
+        try:
+            with cancellable(cancel, refiner.unet, refiner.controlnet):
+                return _denoise(refiner, x0, controls, cond_cache, noise, emb, plan, progress, cancel)
+        except torch.OutOfMemoryError as exc:
+            cond_cache.clear()
+            if refiner.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if plan.tile // 2 < 32:
+                raise OutOfMemoryError(
+                    f"out of memory in the diffusion pass even with {plan.tile * refiner.vae_scale}px tiles"
+                ) from exc
+            tile = plan.tile // 2
+            plan = replace(plan, tile=tile, overlap=min(plan.overlap, tile // 4))
+            log.warning("out of memory: retrying %s with %d px tiles", plan.stage, tile * refiner.vae_scale)
 
 
 def _denoise(
@@ -483,25 +372,23 @@ def _denoise(
     cond_cache: CondCache,
     noise: torch.Tensor,
     emb: torch.Tensor,
-    settings: presets.DiffusionSettings,
-    tile: int,
-    overlap: int,
-    batch_size: int,
-    stage: str,
+    plan: DenoisePlan,
     progress: Progress | None,
     cancel: threading.Event | None,
 ) -> torch.Tensor:
+    """Img2img from the fp32 latents ``x0`` (B, 4, h, w) with the shared ``noise``; each step
+    predicts noise per tile (ControlNet + UNet in the model dtype, classifier-free guidance
+    with ``emb`` = [negative, positive]), blends the tiles' predictions and steps in fp32."""
     from diffusers import DDIMScheduler
 
+    settings = plan.settings
     sched = DDIMScheduler.from_config(refiner.scheduler_config)
-    sched.set_timesteps(settings.steps, device=refiner.device)
-    n_run = max(1, int(round(settings.steps * settings.denoise_strength)))
-    timesteps = sched.timesteps[settings.steps - n_run :]
+    timesteps = img2img_timesteps(sched, settings).to(refiner.device)
     b, _, h, w = x0.shape
-    x = sched.add_noise(x0, noise.expand(b, -1, -1, -1), timesteps[:1].repeat(b))
-    windows = blend_tiles(h, w, tile, overlap)
+    x = sched.add_noise(x0.float(), noise.float().expand(b, -1, -1, -1), timesteps[:1].repeat(b))
+    windows = blend_tiles(h, w, plan.tile, plan.overlap)
     th, tw = windows[0][2] - windows[0][0], windows[0][3] - windows[0][1]
-    weight = blend_weight(th, tw, overlap).to(refiner.device, torch.float32)
+    weight = blend_weight(th, tw, plan.overlap).to(refiner.device, torch.float32)
     norm = torch.zeros((h, w), device=refiner.device, dtype=torch.float32)
     for top, left, bottom, right in windows:
         norm[top:bottom, left:right] += weight
@@ -511,11 +398,11 @@ def _denoise(
     neg, pos = emb[0:1], emb[1:2]
     for t in timesteps:
         eps = torch.zeros((b, 4, h, w), device=refiner.device, dtype=torch.float32)
-        for start in range(0, len(items), batch_size):
+        for start in range(0, len(items), plan.batch_size):
             check_cancel(cancel)
-            chunk = items[start : start + batch_size]
+            chunk = items[start : start + plan.batch_size]
             n = len(chunk)
-            lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk])
+            lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk]).to(refiner.dtype)
             lat_in = torch.cat([lat, lat])
             emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)])
             with torch.inference_mode():
@@ -543,9 +430,9 @@ def _denoise(
                 eps[i, :, t0:b0, l0:r0] += guided[j] * weight
             done += n
             if progress:
-                progress(stage, done, total)
+                progress(plan.stage, done, total)
         eps /= norm
-        x = sched.step(eps.to(x.dtype), t, x).prev_sample
+        x = sched.step(eps, t, x).prev_sample
     return x
 
 

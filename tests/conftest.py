@@ -28,7 +28,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory):
-    from pipelines.tiny import build_tiny_models
+    from testing.tiny import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))
 
@@ -36,7 +36,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_models):
     from pipelines.engine import Engine, EngineConfig
-    from pipelines.tiny import tiny_settings
+    from testing.tiny import tiny_settings
 
     return Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
 

@@ -14,7 +14,7 @@ from pipelines.imaging import load_image
 from pipelines.refiner import unet_call_counter
 from pipelines.request import UpscaleRequest
 from pipelines.tiling import blend_tiles
-from pipelines.tiny import tiny_settings
+from testing.tiny import tiny_settings
 
 ALL = presets.LEVEL_NUMBERS
 
@@ -70,7 +70,7 @@ def expected_unet_calls(engine, size, *, distinct_bases):
     expected = 0
     for s in engine.config.settings.values():
         windows = len(blend_tiles(-(-h // f), -(-w // f), s.tile_size // f, s.tile_overlap // f))
-        steps = max(1, round(s.steps * s.denoise_strength))
+        steps = max(1, int(s.steps * s.denoise_strength))
         expected += steps * math.ceil(distinct_bases * windows / engine.batch_size)
     assert expected > 2
     return expected
@@ -139,14 +139,14 @@ def test_tiled_equals_untiled_within_one_tile(tiny_engine, photo):
         seed=11,
         settings=settings,
     )
-    tiled = refine(ref, job)[0][(1.0, "bicubic")]
+    tiled = refine(ref, job).images[(1.0, "bicubic")]
 
     s = settings[1.0]
     ref.set_lora_scale(1.0)
     emb, _ = ref.encode_prompt("a photo", "blurry")
     sched = DDIMScheduler.from_config(ref.scheduler_config)
     sched.set_timesteps(s.steps)
-    n = max(1, round(s.steps * s.denoise_strength))
+    n = max(1, int(s.steps * s.denoise_strength))
     ts = sched.timesteps[s.steps - n :]
     x0 = ref.encode_images(base)
     x = sched.add_noise(x0, noise_field(11, tuple(x0.shape)), ts[:1])
@@ -177,19 +177,25 @@ def test_tiled_equals_untiled_within_one_tile(tiny_engine, photo):
 
 
 def test_flat_input_has_no_seams(tiny_models):
-    """Many overlapping tiles over a flat image: no step at tile borders beyond the noise."""
-    engine = Engine(
-        EngineConfig(models=tiny_models, settings=tiny_settings(tile_size=64, tile_overlap=16), device="cpu")
-    )
+    """Many overlapping tiles over a flat image: the steps between pixel columns (rows) at
+    tile borders are no larger than elsewhere. The tiny models' output is noise-like (pixel
+    steps of about 20), so borders are compared with the median step, not with zero."""
+    settings = tiny_settings(tile_size=64, tile_overlap=16)
+    engine = Engine(EngineConfig(models=tiny_models, settings=settings, device="cpu"))
     flat = load_image(Image.new("RGB", (96, 96), (120, 160, 90)))
     out = arr(engine.run(flat, UpscaleRequest(width=192, levels=(2,), seed=1)).level(2).image).astype(float)
     colour = out.reshape(-1, 3).mean(0)
     assert np.abs(colour - [120, 160, 90]).max() < 4  # colour fix holds the tone
-    col_steps = np.abs(np.diff(out, axis=1)).mean(axis=(0, 2))  # mean step between column x and x+1
+    f = engine.refiner().vae_scale
+    s = settings[0.5]
+    windows = blend_tiles(192 // f, 192 // f, s.tile_size // f, s.tile_overlap // f)
+    borders = sorted({e * f for w in windows for e in (w[1], w[3])} - {0, 192})
+    assert borders, "the test needs several tiles"
+    col_steps = np.abs(np.diff(out, axis=1)).mean(axis=(0, 2))  # step between column x and x+1
     row_steps = np.abs(np.diff(out, axis=0)).mean(axis=(1, 2))
     for steps in (col_steps, row_steps):
-        # tile borders in pixels (latent ×2): windows of 64 px stepping 48 px
-        assert steps.max() < 3 * np.median(steps) + 1.0
+        at_borders = np.array([steps[b - 1] for b in borders])  # between pixel b-1 and b
+        assert at_borders.max() < 1.5 * np.median(steps), (borders, np.round(at_borders), np.median(steps))
 
 
 def test_missing_weights_is_a_state(missing_engine, photo):
@@ -284,12 +290,12 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monk
     s = job.settings[1.0]
     tiles = 2 * len(blend_tiles(128 // f, 128 // f, s.tile_size // f, s.tile_overlap // f))
     try:
-        cached, _ = r.refine(ref, job)
+        cached = r.refine(ref, job).images
         assert calls[0] == tiles
         calls[0] = 0
         monkeypatch.setattr(r, "COND_CACHE_BYTES", 0)  # nothing kept: embedded on every call
-        fresh, _ = r.refine(ref, job)
-        steps = sum(max(1, round(v.steps * v.denoise_strength)) for v in job.settings.values())
+        fresh = r.refine(ref, job).images
+        steps = sum(max(1, int(v.steps * v.denoise_strength)) for v in job.settings.values())
         assert calls[0] == tiles * steps
     finally:
         hook.remove()

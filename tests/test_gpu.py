@@ -11,7 +11,7 @@ from pipelines.base import NeuralSettings, neural_upscale
 from pipelines.engine import Engine, EngineConfig
 from pipelines.metrics import psnr
 from pipelines.request import UpscaleRequest
-from pipelines.tiny import tiny_settings
+from testing.tiny import tiny_settings
 
 pytestmark = [
     pytest.mark.gpu,

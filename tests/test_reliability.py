@@ -19,9 +19,9 @@ import presets
 from pipelines.engine import Engine, EngineConfig
 from pipelines.errors import Cancelled, InputError, LabError, OutOfMemoryError, RequestError, WeightsError
 from pipelines.imaging import load_image
-from pipelines.refiner import DiffusionModels
+from pipelines.models import DiffusionModels
 from pipelines.request import UpscaleRequest
-from pipelines.tiny import tiny_settings
+from testing.tiny import tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_corrupt_lora_named_with_the_fix(tiny_models, tmp_path, photo):
 
     bad = tmp_path / "lora"
     shutil.copytree(tiny_models.lora, bad)
-    f = bad / "pytorch_lora_weights.safetensors"
+    f = bad / str(tiny_models.lora_file)
     f.write_bytes(f.read_bytes()[:100])
     models = DiffusionModels(sd15=tiny_models.sd15, controlnet=tiny_models.controlnet, lora=str(bad), lora_file=f.name)
     engine = Engine(EngineConfig(models=models, settings=tiny_settings(), device="cpu"))

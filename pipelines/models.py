@@ -1,0 +1,320 @@
+"""The diffusion parts: where they come from, whether they are here, fetching and loading.
+
+One parts table (:data:`PARTS`) lists each part once — its id, the source field of
+:class:`DiffusionModels` that names it, and the exact files it needs (``presets.MODELS``:
+named as the hub repo holds them). Resolution, availability (``status``), ``download`` and
+loading all read it; the Space's ``preload_from_hub`` is rendered from the same file lists
+(``spaces_config``).
+
+A source is a hub repo id (looked up in the local hub cache; fetched only by
+:func:`download_models` or when the engine is told it may download) or a local folder/file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import presets
+from pipelines.errors import ModelMissingError, WeightsError
+
+log = logging.getLogger(__name__)
+
+LORA_ADAPTER = "detail"
+FETCH_COMMAND = "python cli.py download"
+
+
+@dataclass(frozen=True)
+class DiffusionModels:
+    """Where the three diffusion parts come from: a hub repo id or a local folder/file."""
+
+    sd15: str = presets.MODELS["sd15"].repo
+    controlnet: str = presets.MODELS["controlnet_tile"].repo
+    lora: str = presets.MODELS["detail_lora"].repo
+    lora_file: str | None = presets.MODELS["detail_lora"].file
+
+    def source(self, model_id: str) -> str:
+        return str(getattr(self, PARTS[model_id].field))
+
+    def file(self, model_id: str) -> str | None:
+        """The single file to load inside the source (the LoRA), None for a folder model."""
+        return self.lora_file if PARTS[model_id].single_file else None
+
+    def describe(self) -> dict[str, dict[str, str | None]]:
+        """Per part: source, pinned revision, the commit found in the hub cache, and the file."""
+        out: dict[str, dict[str, str | None]] = {}
+        for mid in PARTS:
+            src = self.source(mid)
+            local = Path(src).exists()
+            out[mid] = {
+                "source": src,
+                "revision": None if local else presets.MODELS[mid].revision,
+                "commit": None if local else cached_commit(mid, self),
+                "file": self.file(mid),
+            }
+        return out
+
+
+@dataclass(frozen=True)
+class Part:
+    """One diffusion part: its id in ``presets.MODELS``, the DiffusionModels field naming its
+    source, and whether it is a single file (resolved to the file) or a folder."""
+
+    id: str
+    field: str
+    single_file: bool = False
+
+    @property
+    def spec(self) -> presets.ModelSpec:
+        return presets.MODELS[self.id]
+
+
+PARTS: dict[str, Part] = {
+    p.id: p
+    for p in (
+        Part("sd15", "sd15"),
+        Part("controlnet_tile", "controlnet"),
+        Part("detail_lora", "lora", single_file=True),
+    )
+}
+if tuple(PARTS) != presets.DIFFUSION_MODEL_IDS:
+    raise ValueError(f"PARTS {tuple(PARTS)} must list presets.DIFFUSION_MODEL_IDS {presets.DIFFUSION_MODEL_IDS}")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and not source.startswith((".", "/")) and source.count("/") == 1
+
+
+def hub_files(model_id: str, models: DiffusionModels) -> tuple[str, ...]:
+    """The files to fetch from the hub for this part (the LoRA: the one file asked for)."""
+    part = PARTS[model_id]
+    file = models.file(model_id)
+    return (file,) if part.single_file and file else part.spec.files
+
+
+def resolve(model_id: str, models: DiffusionModels, *, download: bool = False) -> Path:
+    """Local path of a part: a local folder/file as given; a hub repo's snapshot folder (the
+    file itself for a single-file part) from the hub cache, every needed file present.
+    Downloads only when ``download`` is true and the hub is not offline.
+
+    Raises ModelMissingError naming the part, the first missing file and the fetch command.
+    """
+    source, file = models.source(model_id), models.file(model_id)
+    local = Path(source)
+    if local.exists():
+        return local / file if (file and local.is_dir()) else local
+    if not is_hub_id(source):
+        raise ModelMissingError(model_id, f"no such local path {source!r}", "give an existing folder")
+    from huggingface_hub import hf_hub_download
+
+    revision = PARTS[model_id].spec.revision
+    only_local = not download or hub_offline()
+    root: Path | None = None
+    for name in hub_files(model_id, models):
+        try:
+            path = Path(hf_hub_download(source, name, revision=revision, local_files_only=only_local))
+        except Exception as exc:  # the hub raises many types (offline, not cached, network, auth)
+            why = f"{name} not in the local hub cache" + (" and HF_HUB_OFFLINE=1" if hub_offline() else "")
+            if not only_local:
+                why = f"download of {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            raise ModelMissingError(model_id, f"{source}@{revision}: {why}", FETCH_COMMAND) from exc
+        root = path.parents[len(Path(name).parts) - 1]
+    assert root is not None  # every part lists at least one file (presets validates)
+    return root / file if file else root
+
+
+def cached_commit(model_id: str, models: DiffusionModels) -> str | None:
+    """The commit hash of the hub-cache snapshot the part resolves to, None if not cached."""
+    try:
+        path = resolve(model_id, models)
+    except ModelMissingError:
+        return None
+    snapshot = path.parent if PARTS[model_id].single_file else path
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
+
+
+def check_available(models: DiffusionModels) -> dict[str, str | None]:
+    """For each part: None if available locally, else the reason it is missing."""
+    out: dict[str, str | None] = {}
+    for mid in PARTS:
+        try:
+            resolve(mid, models)
+            out[mid] = None
+        except ModelMissingError as exc:
+            out[mid] = str(exc)
+    return out
+
+
+# --------------------------------------------------------------------------- download
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What :func:`download_models` got for one hub part."""
+
+    model_id: str
+    repo: str
+    revision: str
+    commit: str
+    files: tuple[str, ...]
+    bytes: int
+
+
+DownloadReport = Callable[[str, int, int], None]  # (message, files done, files in all)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def download_models(models: DiffusionModels, *, report: DownloadReport | None = None) -> list[Fetched]:
+    """Fetch exactly the files each hub part needs (``presets.MODELS[...].files``) at the
+    pinned revision into the hub cache, reporting the total size first and then each file.
+    Local sources are skipped. Returns what was fetched, with the commit hash the hub gave.
+
+    Raises ModelMissingError when the hub is offline or unreachable, or a file is not in the
+    repo (naming the files the repo does hold).
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+
+    def say(message: str, done: int = 0, count: int = 0) -> None:
+        (report or (lambda m, _d, _c: log.info(m)))(message, done, count)
+
+    if hub_offline():
+        raise ModelMissingError(
+            ", ".join(PARTS), "HF_HUB_OFFLINE=1 is set", f"unset HF_HUB_OFFLINE and run {FETCH_COMMAND}"
+        )
+    api = HfApi()
+    plans: list[tuple[str, str, str, str, tuple[str, ...], dict[str, int]]] = []
+    for mid in PARTS:
+        source = models.source(mid)
+        if not is_hub_id(source):
+            say(f"{mid}: local {source}, nothing to fetch")
+            continue
+        revision = PARTS[mid].spec.revision
+        files = hub_files(mid, models)
+        try:
+            info = api.model_info(source, revision=revision, files_metadata=True)
+        except Exception as exc:
+            raise ModelMissingError(
+                mid,
+                f"{source}@{revision}: cannot reach the hub ({type(exc).__name__}: {str(exc)[:160]})",
+                FETCH_COMMAND,
+            ) from exc
+        sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+        absent = [f for f in files if f not in sizes]
+        if absent:
+            held = ", ".join(sorted(f for f in sizes if f.endswith((".safetensors", ".bin", ".json"))))
+            raise ModelMissingError(
+                mid, f"{source}@{revision} has no {', '.join(absent)} (it holds: {held})", "check presets.MODELS"
+            )
+        plans.append((mid, source, revision, str(info.sha), files, sizes))
+    total = sum(sizes[f] for *_, files, sizes in plans for f in files)
+    count = sum(len(files) for *_, files, _ in plans)
+    say(f"{count} files, {_human(total)} in all", 0, count)
+    fetched: list[Fetched] = []
+    done = 0
+    for mid, source, revision, commit, files, sizes in plans:
+        for name in files:
+            done += 1
+            say(f"[{done}/{count}] {source}/{name} ({_human(sizes[name])})", done - 1, count)
+            try:
+                hf_hub_download(source, name, revision=revision)
+            except Exception as exc:
+                raise ModelMissingError(
+                    mid, f"download of {source}/{name} failed ({type(exc).__name__}: {str(exc)[:160]})", FETCH_COMMAND
+                ) from exc
+        fetched.append(Fetched(mid, source, revision, commit, files, sum(sizes[f] for f in files)))
+        say(f"{mid}: {source}@{commit}", done, count)
+    return fetched
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load(model_id: str, path: Path, fn: Callable[[], Any]) -> Any:
+    """Run a loader; a corrupt or incomplete file becomes a WeightsError naming it and the fix."""
+    try:
+        return fn()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise WeightsError(
+            f"{model_id}: cannot load {path} ({type(exc).__name__}: {first}). The file is corrupt or "
+            f"incomplete: delete it (or its hub cache folder) and run: {FETCH_COMMAND}"
+        ) from exc
+    except Exception as exc:  # safetensors' own error type (HeaderTooLarge, ...) is not an OSError
+        if type(exc).__module__.startswith("safetensors"):
+            raise WeightsError(
+                f"{model_id}: {path} is not a valid safetensors file ({exc}); delete it and run: {FETCH_COMMAND}"
+            ) from exc
+        raise
+
+
+def load_refiner(models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False) -> Any:
+    """Load SD 1.5's parts, the tile ControlNet (``.safetensors`` or ``.bin``, whichever the
+    folder holds) and the detail LoRA (adapter ``detail``, any format diffusers' ``load_lora_weights``
+    converts: diffusers/PEFT or Kohya/A1111) into a :class:`pipelines.refiner.Refiner`.
+
+    Raises ModelMissingError listing every part that is not available, WeightsError for a
+    part that is there but does not load.
+    """
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from pipelines.refiner import refiner_from_parts
+
+    diffusers_logging.set_verbosity_error()  # their load-time chatter is not our user's business
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+    found: dict[str, Path] = {}
+    missing: list[ModelMissingError] = []
+    for mid in PARTS:
+        try:
+            found[mid] = resolve(mid, models, download=download)
+        except ModelMissingError as exc:
+            missing.append(exc)
+    if missing:
+        detail = "; ".join(e.detail for e in missing)
+        raise ModelMissingError(", ".join(e.model_id for e in missing), detail, FETCH_COMMAND)
+    sd_path, cn_path, lora_path = found["sd15"], found["controlnet_tile"], found["detail_lora"]
+    # the hub repo holds a .bin only; a local folder may hold either (safetensors preferred)
+    cn_safetensors = not cn_path.is_dir() or (cn_path / "diffusion_pytorch_model.safetensors").exists()
+    controlnet = _load(
+        "controlnet_tile",
+        cn_path,
+        lambda: ControlNetModel.from_pretrained(str(cn_path), dtype=dtype, use_safetensors=cn_safetensors),
+    )
+    pipe = _load(
+        "sd15",
+        sd_path,
+        lambda: StableDiffusionPipeline.from_pretrained(
+            str(sd_path), dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        ),
+    )
+    if lora_path.is_file():
+        _load(
+            "detail_lora",
+            lora_path,
+            lambda: pipe.load_lora_weights(
+                str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER
+            ),
+        )
+    else:
+        _load("detail_lora", lora_path, lambda: pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER))
+    return refiner_from_parts(pipe, controlnet, device, dtype)

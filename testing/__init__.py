@@ -1,0 +1,1 @@
+"""Test fixtures shared by the test suite and the benchmarks (not part of the product)."""
