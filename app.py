@@ -61,8 +61,8 @@ EXAMPLES = [
     [str(ROOT / "examples" / "rocket_640x427.png")],
     [str(ROOT / "examples" / "chelsea_q25.jpg")],
 ]
-MAX_UPLOAD = "25mb"
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+MAX_UPLOAD_BYTES = presets.MAX_UPLOAD_BYTES
+MAX_UPLOAD = f"{MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
 QUEUE_MAX = int(os.environ.get("UPSCALE_LAB_QUEUE_MAX", "16"))
 RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
 API_KEY_ENV = "UPSCALE_LAB_API_KEY"
@@ -343,7 +343,7 @@ def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
 
 def status_markdown() -> str:
     engine = get_engine()
-    lines = [f"**Device:** {engine.device_label()}"]
+    lines = [f"**Device:** {engine.device_detail()}"]
     for mid, state in engine.model_status().items():
         lines.append(f"- `{mid}`: {state}")
     reason = fetch_unavailable_reason(engine)
@@ -664,6 +664,25 @@ async def run_until_hangup(http: Request, image: LoadedImage, req: UpscaleReques
     return await work
 
 
+class BodyTooLarge(Exception):
+    """A request body over the limit (declared, or counted while reading)."""
+
+
+async def read_body(http: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes: a larger ``Content-Length`` is refused before
+    anything is read, and a chunked body is read only up to the limit. Raises BodyTooLarge."""
+    declared = http.headers.get("content-length")
+    too_large = f"the request body is over the limit of {limit / 1e6:.0f} MB (a {MAX_UPLOAD} image in base64)"
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge(too_large)
+    body = bytearray()
+    async for chunk in http.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(too_large)
+    return bytes(body)
+
+
 def add_rest(api: FastAPI) -> None:
     """POST /api/v1/upscale: the commercial API's JSON → the PNG (or JSON with ?format=json)."""
 
@@ -676,15 +695,22 @@ def add_rest(api: FastAPI) -> None:
             )
             if not secrets.compare_digest(given, key):
                 return _error(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
-        raw = await http.body()
+        try:
+            raw = await read_body(http, presets.MAX_REQUEST_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return _error(413, str(exc))
         try:
             data = json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, f"malformed JSON: {exc}")
+        except RecursionError:
+            return _error(400, "malformed JSON: nested too deeply")
         if not isinstance(data, dict):
             return _error(400, "the body must be a JSON object")
         b64 = data.pop("image_base64", None)
         try:
+            if b64 is not None and data.get("url") is not None:
+                raise RequestError("url", "give either 'url' or 'image_base64', not both")
             req = parse_request(data)
             if req.levels is not None and len(req.levels) != 1:
                 raise RequestError("levels", "this endpoint returns one image: give one level or use upscale_strength")

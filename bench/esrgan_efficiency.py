@@ -1,18 +1,25 @@
 """Real-ESRGAN x4plus efficiency: achieved GFLOP/s of the ×4 upscaler against a plain 3×3
-convolution (64→64 channels, 128² map) measured in the same run on the same device.
+convolution (64→64 channels, 128² map) measured in the same run, on the same device, in the
+same dtype. Every dtype's measurements are interleaved round by round (conv, tile, photo for
+fp32, then for bf16, then the next round), so a machine whose speed drifts during the run
+affects all rows alike; medians over the rounds.
 
-    .venv/bin/python bench/esrgan_efficiency.py [--device cuda] [--dtype fp16] [--size 750x562]
+    .venv/bin/python bench/esrgan_efficiency.py                      # CPU: fp32 and bf16
+    .venv/bin/python bench/esrgan_efficiency.py --device cuda --dtypes fp16,bf16 --size 750x562
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
-from common import machine, median_time, table
+from common import machine, table
 
 from pipelines.base import NeuralSettings, neural_upscale
-from pipelines.device import pick_device
+from pipelines.device import DTYPES, pick_device
 from pipelines.realesrgan import load_upscaler
 
 
@@ -32,79 +39,96 @@ def conv_flops(model: torch.nn.Module, h: int, w: int) -> int:
     return total[0]
 
 
+def timed(fn: Callable[[], object], sync: Callable[[], None] | None) -> float:
+    t = time.perf_counter()
+    fn()
+    if sync:
+        sync()
+    return time.perf_counter() - t
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device")
-    p.add_argument("--dtype")
+    p.add_argument("--dtypes", help="comma-separated (default: fp32,bf16 on a CPU, the device's best elsewhere)")
     p.add_argument("--tile", type=int, default=64, help="input tile for the kernel-level measurement")
     p.add_argument("--size", default="160x120", help="WxH of a real photo run through the tiled path")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
-    device, dtype = pick_device(args.device, args.dtype)
+    device, best = pick_device(args.device, None)
+    names = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if device.type == "cpu" else [None])
+    dtypes = [DTYPES[n] if n else best for n in names]
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    model = load_upscaler().to(device, dtype).to(memory_format=torch.channels_last)
-
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last).eval()
-    xc = torch.rand(1, 64, 128, 128, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv_gflop = 2 * 64 * 64 * 9 * 128 * 128 / 1e9
-    with torch.inference_mode():
-        t_conv = median_time(lambda: conv(xc), repeats=args.repeats * 4, warmup=3, sync=sync)
-    conv_rate = conv_gflop / t_conv
-
-    t = args.tile
-    x = torch.rand(1, 3, t, t, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    flops = conv_flops(model, t, t)
-    with torch.inference_mode():
-        t_model = median_time(lambda: model(x), repeats=args.repeats, warmup=1, sync=sync)
-    model_rate = flops / 1e9 / t_model
-    plain = load_upscaler().to(device, dtype)  # contiguous (NCHW) layout: what channels_last buys
-    xp = x.contiguous()
-    with torch.inference_mode():
-        t_plain = median_time(lambda: plain(xp), repeats=args.repeats, warmup=1, sync=sync)
-
     from PIL import Image
     from skimage import data
 
     w, h = (int(v) for v in args.size.split("x"))
     photo = Image.fromarray(data.astronaut()).resize((w, h), Image.Resampling.LANCZOS)
-    settings = NeuralSettings(
-        device=device, dtype=dtype, tile=192 if device.type == "cpu" else 1024, pad=16, batch_size=4
-    )
-    t_photo = median_time(
-        lambda: neural_upscale(model, photo, (4 * w, 4 * h), settings),
-        repeats=max(1, args.repeats // 2),
-        warmup=1,
-        sync=sync,
-    )
-    photo_flops = conv_flops(model, h, w)
+    t = args.tile
+    conv_gflop = 2 * 64 * 64 * 9 * 128 * 128 / 1e9
+    setups = []
+    for dtype in dtypes:
+        model = load_upscaler().to(device, dtype).to(memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last).eval()
+        xc = torch.rand(1, 64, 128, 128, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        x = torch.rand(1, 3, t, t, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        settings = NeuralSettings(
+            device=device, dtype=dtype, tile=192 if device.type == "cpu" else 1024, pad=16, batch_size=4
+        )
+        setups.append(
+            {
+                "conv": lambda conv=conv, xc=xc: conv(xc),
+                "tile": lambda model=model, x=x: model(x),
+                "photo": lambda model=model, settings=settings: neural_upscale(model, photo, (4 * w, 4 * h), settings),
+            }
+        )
+    flops = conv_flops(load_upscaler().to(device), t, t)
+    photo_flops = conv_flops(load_upscaler().to(device), h, w)
+    samples: list[dict[str, list[float]]] = [{k: [] for k in s} for s in setups]
+    with torch.inference_mode():
+        for rnd in range(args.rounds + 1):  # round 0 warms up
+            for setup, got in zip(setups, samples, strict=True):
+                for key, fn in setup.items():
+                    for _ in range(4 if key == "conv" else 1):
+                        dt = timed(fn, sync)
+                        if rnd:
+                            got[key].append(dt)
+    med = [{k: statistics.median(v) for k, v in got.items()} for got in samples]
 
-    print(f"# Real-ESRGAN efficiency on {machine()}, {device.type} {dtype}\n")
-    print(f"x4plus: {flops / (t * t) / 1e6:.1f} MFLOP per input pixel (hooks on every convolution)\n")
-    rows = [
-        ["3×3 conv 64→64, 128²", f"{conv_gflop:.2f}", f"{t_conv * 1e3:.2f}", f"{conv_rate:.0f}", "100%"],
-        [
-            f"x4plus, {t}² input tile",
-            f"{flops / 1e9:.1f}",
-            f"{t_model * 1e3:.1f}",
-            f"{model_rate:.0f}",
-            f"{model_rate / conv_rate:.0%}",
-        ],
-        [
-            f"x4plus, {t}² tile, NCHW (no channels_last)",
-            f"{flops / 1e9:.1f}",
-            f"{t_plain * 1e3:.1f}",
-            f"{flops / 1e9 / t_plain:.0f}",
-            f"{flops / 1e9 / t_plain / conv_rate:.0%}",
-        ],
-        [
-            f"x4plus tiled, {w}×{h} photo → ×4",
-            f"{photo_flops / 1e9:.1f}",
-            f"{t_photo * 1e3:.1f}",
-            f"{photo_flops / 1e9 / t_photo:.0f}",
-            f"{photo_flops / 1e9 / t_photo / conv_rate:.0%}",
-        ],
-    ]
-    print(table(["what", "GFLOP", "median ms", "GFLOP/s", "of conv"], rows))
+    print(f"# Real-ESRGAN efficiency on {machine()}, {device.type}\n")
+    print(f"x4plus: {flops / (t * t) / 1e6:.1f} MFLOP per input pixel (hooks on every convolution); ")
+    print(f"{args.rounds} interleaved rounds, medians\n")
+    rows = []
+    for name, m in zip(names, med, strict=True):
+        label = name or str(best).removeprefix("torch.")
+        conv_rate = conv_gflop / m["conv"]
+        rows.append(
+            [
+                f"{label}: 3×3 conv 64→64, 128²",
+                f"{conv_gflop:.2f}",
+                f"{m['conv'] * 1e3:.2f}",
+                f"{conv_rate:.0f}",
+                "100%",
+                "",
+            ]
+        )
+        for key, what, fl in (
+            ("tile", f"x4plus, {t}² input tile", flops),
+            ("photo", f"x4plus tiled, {w}×{h} photo → ×4", photo_flops),
+        ):
+            rate = fl / 1e9 / m[key]
+            speedup = f"{med[0][key] / m[key]:.2f}×" if len(med) > 1 else ""
+            rows.append(
+                [
+                    f"{label}: {what}",
+                    f"{fl / 1e9:.1f}",
+                    f"{m[key] * 1e3:.1f}",
+                    f"{rate:.0f}",
+                    f"{rate / conv_rate:.0%}",
+                    speedup,
+                ]
+            )
+    print(table(["what", "GFLOP", "median ms", "GFLOP/s", "of the same-run conv", f"speed vs {names[0]}"], rows))
 
 
 if __name__ == "__main__":

@@ -148,12 +148,14 @@ def neural_upscale(
     from pipelines.errors import OutOfMemoryError
 
     scale = int(getattr(model, "scale", 4))
-    x = pil_to_tensor(image).to(settings.device, settings.dtype)
+    # the image and the output canvas stay fp32 (8-bit levels survive); only each batch of
+    # tiles goes through the network in ``settings.dtype``
+    x = pil_to_tensor(image).to(settings.device)
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def fn(batch: torch.Tensor) -> torch.Tensor:
-        return model(batch).clamp_(0, 1)
+        return model(batch.to(settings.dtype)).float().clamp_(0, 1)
 
     tile = settings.tile
     while True:

@@ -28,7 +28,7 @@ import presets
 from pipelines import base as base_paths
 from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import pil_to_tensor
-from pipelines.device import dtype_name, pick_device
+from pipelines.device import dtype_name, dtype_reason, pick_device
 from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
@@ -117,9 +117,7 @@ class Engine:
         if self._upscaler is None:
             from pipelines.realesrgan import load_upscaler
 
-            model = load_upscaler(self.config.upscaler).to(self.device)
-            if self.device.type != "cpu":
-                model = model.to(self.dtype)
+            model = load_upscaler(self.config.upscaler).to(self.device, self.dtype)
             self._upscaler = model.to(memory_format=torch.channels_last)
         return self._upscaler
 
@@ -159,6 +157,10 @@ class Engine:
 
     def device_label(self) -> str:
         return f"{self.device.type} ({dtype_name(self.dtype)})"
+
+    def device_detail(self) -> str:
+        """What runs and why (the status panel, ``cli.py status``)."""
+        return f"{self.device_label()}: {dtype_reason(self.device, self.dtype)}"
 
     # ----------------------------------------------------------------- input
     def load(self, source: bytes | str | Image.Image, *, policy: FetchPolicy | None = None) -> LoadedImage:
@@ -215,6 +217,7 @@ class Engine:
             timings[f"base_{path}"] = base_seconds[path]
         if progress:
             progress("base paths", len(needed), len(needed))
+        same_as = identical_bases(bases, set(bases))  # e.g. bicubic_clean of a PNG is bicubic
 
         # 3. generative stage
         results: dict[int, LevelResult] = {}
@@ -222,7 +225,6 @@ class Engine:
         gen_levels = [lv for lv in levels if lv.generative]
         diffusion_seconds: dict[float, float] = {}
         passes: dict[float, int] = {}  # distinct bases refined at each scale
-        same_as: dict[str, str] = {}
         if gen_levels:
             try:
                 refiner = self.refiner()
@@ -236,7 +238,6 @@ class Engine:
                         lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)"
                     )
             else:
-                same_as = identical_bases(bases, {lv.base_path for lv in gen_levels})
                 scales: dict[float, list[str]] = {}
                 for lv in gen_levels:
                     scales.setdefault(lv.lora_scale, [])
@@ -263,33 +264,44 @@ class Engine:
                 diffusion_seconds = {s: timings.get(f"diffusion_{s:g}", 0.0) for s in scales}
                 passes = {s: len(bs) for s, bs in scales.items()}
 
-        # 4–5. compose and score
+        # 4–5. compose and score (a level whose pixels equal another's reuses its scores)
         t = time.perf_counter()
         baseline = bases["bicubic"]
+        network_skipped = "upscale_4" in bases and skips_network(low_res.size, plan.content)
+        scored: dict[tuple[float, str], dict[str, float]] = {}
         for lv in levels:
             if lv.level in results:
                 continue
-            note = None
+            notes = [NETWORK_SKIPPED] if network_skipped and lv.base_path == "upscale_4" else []
+            source = same_as.get(lv.base_path, lv.base_path)
             if lv.generative:
                 content = refined[(lv.lora_scale, lv.base_path)]
                 seconds = base_seconds[lv.base_path] + diffusion_seconds[lv.lora_scale] / passes[lv.lora_scale]
                 if lv.base_path in same_as:
                     twin = presets.level_for(same_as[lv.base_path], lv.lora_scale)
-                    note = (
-                        f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
-                        f"{same_as[lv.base_path]} base (no JPEG grid to clean), so it was refined once"
+                    why = (
+                        "the network was skipped"
+                        if network_skipped and twin.base_path == "upscale_4"
+                        else ("no JPEG grid to clean")
                     )
+                    notes.append(
+                        f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
+                        f"{same_as[lv.base_path]} base ({why}), so it was refined once"
+                    )
+                key = (lv.lora_scale, source)
             else:
                 content = bases[lv.base_path]
                 seconds = base_seconds[lv.base_path]
-            metrics = score_level(content, baseline, low_res, ground_truth)
+                key = (0.0, source)
+            if key not in scored:
+                scored[key] = score_level(content, baseline, low_res, ground_truth)
             results[lv.level] = LevelResult(
                 lv.level,
                 lv,
                 "ok",
                 image=self._compose(content, image, plan, request),
-                message=note,
-                metrics=metrics,
+                message="; ".join(notes) or None,
+                metrics=dict(scored[key]),
                 seconds=seconds,
             )
         timings["compose_and_metrics"] = time.perf_counter() - t
@@ -317,10 +329,12 @@ class Engine:
             # Deblock the whole input (the JPEG grid is anchored there), then crop.
             cleaned, _ = base_paths.deblock(image.rgb)
             out = base_paths.bicubic(cleaned.crop(plan.crop), plan.content)
+        elif skips_network(low_res.size, plan.content):
+            out = base_paths.bicubic(low_res, plan.content)
         else:
             settings = base_paths.NeuralSettings(
                 device=self.device,
-                dtype=self.dtype if self.device.type != "cpu" else torch.float32,
+                dtype=self.dtype,
                 tile=self.config.esrgan_tile,
                 pad=self.config.esrgan_pad,
                 batch_size=self.batch_size,
@@ -412,6 +426,19 @@ class Engine:
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
+
+
+def skips_network(input_size: tuple[int, int], content: tuple[int, int]) -> bool:
+    """True when the neural ×4 would only be shrunk back: the output is no larger than the
+    input on either side. Then ``upscale_4`` is the antialiased bicubic resize (its cost follows
+    the output, not the input ×16), and the level says so."""
+    return content[0] <= input_size[0] and content[1] <= input_size[1]
+
+
+NETWORK_SKIPPED = (
+    "the output is no larger than the input: no ×4 network ran (it would only be shrunk back); "
+    "this level's base is the bicubic resize"
+)
 
 
 def identical_bases(bases: dict[str, Image.Image], names: set[str]) -> dict[str, str]:

@@ -38,7 +38,8 @@ def tiny_engine(tiny_models):
     from pipelines.engine import Engine, EngineConfig
     from testing.tiny import tiny_settings
 
-    return Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
+    # fp32: the oracle and the exact-equality tests compare with fp32 references
+    return Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
 
 
 @pytest.fixture(scope="session")

@@ -135,3 +135,65 @@ def test_rest_api_key(lab_server, monkeypatch):
     assert post(lab_server + "/api/v1/upscale", body)[0] == 401
     assert post(lab_server + "/api/v1/upscale", body, {"X-API-Key": "wrong"})[0] == 401
     assert post(lab_server + "/api/v1/upscale", body, {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_rest_door_refuses_what_it_should_not_read(lab_server):
+    """Pathological bodies: nested JSON is a 400 (not a 500), url with image_base64 a 422
+    naming both, and the server keeps serving."""
+    deep = b"[" * 5000 + b"]" * 5000
+    status, _, body = post(lab_server + "/api/v1/upscale", deep)
+    assert status == 400 and b"nested too deeply" in body
+    both = {"url": "https://example.com/a.png", "image_base64": b64_photo(), "upscale_strength": 8}
+    status, _, body = post(lab_server + "/api/v1/upscale", both)
+    doc = json.loads(body)
+    assert status == 422 and doc["field"] == "url" and "image_base64" in doc["error"]
+    ok = {"image_base64": b64_photo(), "upscale_strength": 8, "width": 96}
+    assert post(lab_server + "/api/v1/upscale", ok)[0] == 200
+
+
+def _raw_post(lab_server: str, head: bytes, chunks) -> tuple[int, int]:
+    """Send a request by hand; returns (status, bytes of body sent before the answer)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(lab_server)
+    sent = 0
+    with socket.create_connection((url.hostname, url.port), timeout=120) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        reply = b""
+        while b"\r\n" not in reply:
+            part = sock.recv(4096)
+            if not part:
+                break
+            reply += part
+    return int(reply.split(b" ", 2)[1]), sent
+
+
+def test_rest_body_over_the_limit_is_refused_before_it_is_read(lab_server):
+    import presets
+
+    limit = presets.MAX_REQUEST_BODY_BYTES
+    head = (
+        b"POST /api/v1/upscale HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {300 * 1000 * 1000}\r\nConnection: close\r\n\r\n".encode()
+    )
+    status, _ = _raw_post(lab_server, head, [])  # nothing of the 300 MB sent: refused from the header
+    assert status == 413
+
+    chunk = b"x" * (1024 * 1024)
+    n_chunks = 3 * limit // len(chunk)
+
+    def chunked():
+        for _ in range(n_chunks):
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        yield b"0\r\n\r\n"
+
+    head = b"POST /api/v1/upscale HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    status, _ = _raw_post(lab_server, head, chunked())
+    assert status == 413

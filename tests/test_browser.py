@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import record
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -90,6 +91,28 @@ def test_closing_the_page_stops_the_run(lab_server, run_outcomes):
         run_outcomes.wait_started()
         page.close()
         browser.close()
-    run_outcomes.wait_done()
+    stopped_in = run_outcomes.wait_done()
     assert not lab_app._CANCELS  # no session still holds a run
     assert run_outcomes.outcomes == ["Cancelled"]  # stopped, not run to the end
+    record("browser_tab_closed", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
+
+
+@pytest.mark.browser
+def test_cancel_button_stops_the_run(lab_server, run_outcomes):
+    """A person presses Cancel mid-run: the run stops and the engine is free again."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(lab_server + "/")
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("1024")
+        page.get_by_role("button", name="Run all nine levels").click()
+        run_outcomes.wait_started()
+        page.get_by_role("button", name="Cancel").click()
+        stopped_in = run_outcomes.wait_done()
+        browser.close()
+    assert run_outcomes.outcomes == ["Cancelled"]
+    record("cancel_button", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})

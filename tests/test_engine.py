@@ -303,3 +303,20 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monk
         diff = np.abs(arr(cached[key]).astype(int) - arr(fresh[key]).astype(int))
         assert diff.max() <= 1, key
     assert type(ref.controlnet.controlnet_cond_embedding).__name__ == "ControlNetConditioningEmbedding"  # put back
+
+
+def test_a_smaller_output_skips_the_x4_network(tiny_engine, photo):
+    """Width 40 on a 64 px photo: upscaling ×4 to shrink back would cost the input ×16 for
+    nothing; the ×4 level is the bicubic resize and says so, and its scores are not recomputed."""
+    calls = [0]
+    hook = tiny_engine.upscaler().register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        r = tiny_engine.run(photo, UpscaleRequest(width=40, levels=(1, 7, 8), seed=4))
+    finally:
+        hook.remove()
+    assert calls[0] == 0
+    assert r.level(7).image.size == (40, 40) and r.level(7).image.tobytes() == r.level(8).image.tobytes()
+    assert "no ×4 network ran" in r.level(7).message and "no ×4 network ran" in r.level(1).message
+    assert r.level(7).metrics == r.level(8).metrics
+    bigger = tiny_engine.run(photo, UpscaleRequest(width=80, levels=(7,), seed=4))
+    assert bigger.level(7).message is None  # a larger output still gets the network
