@@ -22,10 +22,12 @@ import json
 import logging
 import math
 import os
+import queue
 import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 import presets
-from pipelines.engine import Engine, EngineConfig, RunResult
+from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, load_image
@@ -125,6 +127,7 @@ def engine_run(
     session: str | None,
     progress: Any = None,
     cancel: threading.Event | None = None,
+    on_level: Callable[[LevelResult], None] | None = None,
 ) -> RunResult:
     """The one function that does GPU work: run the engine with cancel and a time limit.
 
@@ -146,7 +149,7 @@ def engine_run(
     timer = threading.Timer(RUN_TIME_LIMIT, time_up)
     timer.start()
     try:
-        return engine.run(image, request, progress=progress, cancel=cancel)
+        return engine.run(image, request, progress=progress, cancel=cancel, on_level=on_level)
     except Cancelled as exc:
         if timed_out.is_set():
             raise LabError(f"the run took longer than the {RUN_TIME_LIMIT:g} s limit and was stopped") from exc
@@ -232,14 +235,25 @@ class UIInput:
         )
 
     def run(
-        self, extra: dict[str, Any], request: gr.Request, progress: Any, cancel: threading.Event | None = None
+        self,
+        extra: dict[str, Any],
+        request: gr.Request,
+        progress: Any,
+        cancel: threading.Event | None = None,
+        on_level: Callable[[LevelResult], None] | None = None,
+        on_estimate: Callable[[float | None], None] | None = None,
     ) -> RunResult:
-        """Build the request, load the image, run the engine; our errors become gr.Error."""
+        """Build the request, load the image, estimate its time on this device, run the
+        engine (the progress bar follows the estimate when there is one); our errors become
+        gr.Error."""
         try:
             req = parse_request({**self.request_json(), **extra})
             loaded = self.load()
+            estimate = get_engine().estimate_seconds(loaded.size, req)
+            if on_estimate is not None:
+                on_estimate(estimate)
             session = getattr(request, "session_hash", None)
-            return engine_run(loaded, req, session, gradio_progress(progress), cancel)
+            return engine_run(loaded, req, session, gradio_progress(progress, estimate), cancel, on_level)
         except LabError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -280,9 +294,19 @@ def fetch_policy() -> FetchPolicy:
     return FetchPolicy()
 
 
-def gradio_progress(progress: gr.Progress | None):  # -> Callable[[str, int, int], None]
+def gradio_progress(progress: gr.Progress | None, estimate: float | None = None):  # -> Callable[[str, int, int], None]
+    """The engine's progress as a gradio bar: with a time estimate the bar follows the clock
+    against it (and says the time left), else each stage fills it."""
+    start = time.monotonic()
+
     def report(stage: str, done: int, total: int) -> None:
-        if progress is not None:
+        if progress is None:
+            return
+        if estimate:
+            elapsed = time.monotonic() - start
+            left = max(0.0, estimate - elapsed)
+            progress(min(0.99, elapsed / estimate), desc=f"{stage} · about {left:.0f} s left of ~{estimate:.0f} s")
+        else:
             progress((done, max(total, 1)), desc=stage, unit="steps")
 
     return report
@@ -292,8 +316,12 @@ def level_images(result: RunResult) -> list[tuple[Any, str]]:
     """Gallery items in grid order; levels that did not run get a cell that says why."""
     size = result.plan.canvas
     cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
+    return level_items(result.levels, cell)
+
+
+def level_items(levels: list[LevelResult], cell: tuple[int, int]) -> list[tuple[Any, str]]:
     items = []
-    for lv in result.levels:
+    for lv in levels:
         caption = f"{lv.level} · {lv.preset.recipe}"
         if lv.image is not None:
             caption += f" · PSNR {format_value(lv.metrics['psnr_vs_bicubic'])} dB · SSIM {format_value(lv.metrics['ssim_vs_bicubic'])}"
@@ -413,15 +441,71 @@ async def run_grid(
     request: gr.Request,
     progress=gr.Progress(),
 ):  # noqa: B008 - gradio's injection idiom
-    """All nine levels: grid, scores, plot, compare, heatmaps, downloads."""
+    """All nine levels: grid, scores, plot, compare, heatmaps, downloads. The grid fills in
+    as levels finish (the levels without diffusion within seconds, each diffusion level when
+    its pass ends); the last update carries everything."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
     cancel = threading.Event()
-    return await run_cancellable(cancel, grid_outputs, ui, request, progress, cancel)
+    arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    work = asyncio.ensure_future(asyncio.to_thread(grid_outputs, ui, request, progress, cancel, arrived.put))
+    ready: dict[int, LevelResult] = {}
+    estimate: float | None = None
+    try:
+        while not work.done():
+            await asyncio.wait({work}, timeout=STREAM_POLL_S)
+            fresh = False
+            while not arrived.empty():
+                item = arrived.get()
+                if isinstance(item, LevelResult):
+                    ready[item.level] = item
+                    fresh = True
+                else:
+                    estimate = item
+            if fresh and not work.done():
+                yield partial_outputs(ready, estimate)
+    except asyncio.CancelledError:
+        cancel.set()
+        log.info("run cancelled by its client: stopping the engine")
+        await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # retrieved: the Cancelled it ends with is expected
+        raise
+    yield work.result()
 
 
-def grid_outputs(ui: UIInput, request: gr.Request, progress: Any, cancel: threading.Event) -> tuple[Any, ...]:
-    """The nine-level run and everything the grid view shows (in a worker thread)."""
-    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress, cancel)
+STREAM_POLL_S = 0.25
+
+
+def partial_outputs(ready: dict[int, LevelResult], estimate: float | None) -> tuple[Any, ...]:
+    """A grid update while the run goes on: finished levels, a placeholder for the others;
+    every other output unchanged."""
+    first = next(iter(ready.values()))
+    size = first.image.size if first.image is not None else (512, 512)
+    cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
+    items = []
+    for lv in presets.LEVELS:
+        got = ready.get(lv.level)
+        if got is None:
+            items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe} · running"))
+        else:
+            items.extend(level_items([got], cell))
+    note = f"{len(ready)} of {len(presets.LEVELS)} levels ready"
+    if estimate:
+        note += f" · estimated ~{estimate:.0f} s in all on {get_engine().device_label()}"
+    skip = gr.skip()
+    return (items, skip, skip, skip, skip, skip, skip, skip, skip, note, skip)
+
+
+def grid_outputs(
+    ui: UIInput,
+    request: gr.Request,
+    progress: Any,
+    cancel: threading.Event,
+    post: Callable[[Any], None] | None = None,
+) -> tuple[Any, ...]:
+    """The nine-level run and everything the grid view shows (in a worker thread); ``post``
+    receives the time estimate and then each level as it finishes."""
+    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress, cancel, post, post)
     folder = out_dir()
     archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
     manifest = folder / "manifest.json"

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -93,6 +94,33 @@ class RunResult:
 
     def manifest_json(self) -> str:
         return json.dumps(self.manifest, indent=2, sort_keys=False)
+
+
+@dataclass
+class _Run:
+    """One run's inputs and what its steps have made so far (internal to :class:`Engine`)."""
+
+    image: LoadedImage
+    request: UpscaleRequest
+    ground_truth: Image.Image | None
+    progress: Progress | None
+    cancel: threading.Event | None
+    on_level: Callable[[LevelResult], None] | None
+    seed: int = 0
+    levels: list[presets.Level] = field(default_factory=list)
+    plan: SizePlan = field(default=None)  # type: ignore[assignment]  # set by Engine._plan
+    low_res: Image.Image = field(default=None)  # type: ignore[assignment]
+    bases: dict[str, Image.Image] = field(default_factory=dict)
+    base_seconds: dict[str, float] = field(default_factory=dict)
+    same_as: dict[str, str] = field(default_factory=dict)
+    network_skipped: bool = False
+    fresh_bases: set[str] = field(default_factory=set)  # computed in this run (not from the cache)
+    refined: dict[tuple[float, str], Image.Image] = field(default_factory=dict)
+    passes: dict[float, int] = field(default_factory=dict)  # distinct bases refined per LoRA scale
+    scored: dict[tuple[float, str], dict[str, float]] = field(default_factory=dict)
+    results: dict[int, LevelResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -181,134 +209,226 @@ class Engine:
         ground_truth: Image.Image | None = None,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        on_level: Callable[[LevelResult], None] | None = None,
     ) -> RunResult:
         """Run ``request.effective_levels`` on ``image``. Raises RequestError for impossible
-        sizes; missing diffusion weights make levels 1–6 ``missing``, never a crash."""
+        sizes; missing diffusion weights make levels 1–6 ``missing``, never a crash.
+
+        ``on_level`` receives each level as soon as it is final (the levels without diffusion
+        right after the base paths, each diffusion level when its pass is decoded), so a
+        caller can show results as they come; the returned RunResult holds them all in order.
+        """
         with self._lock:
-            return self._run(image, request, ground_truth, progress, cancel)
+            return self._run(_Run(image, request, ground_truth, progress, cancel, on_level))
 
-    def _run(
-        self,
-        image: LoadedImage,
-        request: UpscaleRequest,
-        ground_truth: Image.Image | None,
-        progress: Progress | None,
-        cancel: threading.Event | None,
-    ) -> RunResult:
+    def _run(self, run: _Run) -> RunResult:
+        """The steps of the module doc, in order."""
         t_start = time.perf_counter()
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        levels = [presets.get_level(n) for n in request.effective_levels]
-        plan = plan_size(image.size, request, max_output_pixels=self.config.max_output_pixels)
-        timings: dict[str, float] = {}
-        warnings: list[str] = []
-        low_res = image.rgb.crop(plan.crop)
+        self._plan(run)  # 1. size plan, seed, the levels asked for
+        self._base_stage(run)  # 2. each base path once
+        self._finish_levels(run, [lv for lv in run.levels if not lv.generative])  # 7–9 now
+        self._generative_stage(run)  # 3–5. diffusion per LoRA scale; each level when ready
+        run.timings["total"] = time.perf_counter() - t_start
+        self._learn_costs(run)
+        ordered = [run.results[lv.level] for lv in run.levels]
+        manifest = self._manifest(run.image, run.request, run.plan, run.seed, ordered, run.timings, run.warnings)
+        return RunResult(
+            levels=ordered, seed=run.seed, plan=run.plan, timings=run.timings, warnings=run.warnings, manifest=manifest
+        )
 
-        # 2. base paths, each once (the baseline always, for the metrics)
-        needed = {lv.base_path for lv in levels} | {"bicubic"}
-        bases: dict[str, Image.Image] = {}
-        base_seconds: dict[str, float] = {}
+    def _plan(self, run: _Run) -> None:
+        req = run.request
+        run.seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
+        run.levels = [presets.get_level(n) for n in req.effective_levels]
+        run.plan = plan_size(run.image.size, req, max_output_pixels=self.config.max_output_pixels)
+        run.low_res = run.image.rgb.crop(run.plan.crop)
+
+    def _base_stage(self, run: _Run) -> None:
+        """Each base path the levels need, once (the bicubic baseline always, for the metrics)."""
+        needed = {lv.base_path for lv in run.levels} | {"bicubic"}
         for i, path in enumerate(p for p in presets.BASE_PATHS if p in needed):
-            check_cancel(cancel)
-            if progress:
-                progress(f"base: {path}", i, len(needed))
+            check_cancel(run.cancel)
+            if run.progress:
+                run.progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
-            bases[path] = self._base(path, image, low_res, plan, progress, cancel)
-            base_seconds[path] = time.perf_counter() - t
-            timings[f"base_{path}"] = base_seconds[path]
-        if progress:
-            progress("base paths", len(needed), len(needed))
-        same_as = identical_bases(bases, set(bases))  # e.g. bicubic_clean of a PNG is bicubic
+            if self._base_key(path, run.image, run.plan) not in self._base_cache:
+                run.fresh_bases.add(path)
+            run.bases[path] = self._base(path, run.image, run.low_res, run.plan, run.progress, run.cancel)
+            run.base_seconds[path] = time.perf_counter() - t
+            run.timings[f"base_{path}"] = run.base_seconds[path]
+        if run.progress:
+            run.progress("base paths", len(needed), len(needed))
+        run.same_as = identical_bases(run.bases, set(run.bases))  # e.g. bicubic_clean of a PNG is bicubic
+        run.network_skipped = "upscale_4" in run.bases and skips_network(run.low_res.size, run.plan.content)
 
-        # 3. generative stage
-        results: dict[int, LevelResult] = {}
-        refined: dict[tuple[float, str], Image.Image] = {}
-        gen_levels = [lv for lv in levels if lv.generative]
-        diffusion_seconds: dict[float, float] = {}
-        passes: dict[float, int] = {}  # distinct bases refined at each scale
-        if gen_levels:
-            try:
-                refiner = self.refiner()
-            except ModelMissingError as exc:
-                for lv in gen_levels:
-                    reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
-                    results[lv.level] = LevelResult(lv.level, lv, "missing", message=str(exc), reason=reason)
-            except WeightsError as exc:
-                for lv in gen_levels:
-                    results[lv.level] = LevelResult(
-                        lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)"
-                    )
-            else:
-                scales: dict[float, list[str]] = {}
-                for lv in gen_levels:
-                    scales.setdefault(lv.lora_scale, [])
-                    base = same_as.get(lv.base_path, lv.base_path)
-                    if base not in scales[lv.lora_scale]:
-                        scales[lv.lora_scale].append(base)
-                job = RefineJob(
-                    bases={p: pil_to_tensor(bases[p]) for p in {b for bs in scales.values() for b in bs}},
-                    scales=scales,
-                    prompt=request.prompt or presets.DEFAULT_PROMPT,
-                    negative_prompt=request.negative_prompt
-                    if request.negative_prompt is not None
-                    else presets.DEFAULT_NEGATIVE_PROMPT,
-                    seed=seed,
-                    settings=self.config.settings,
-                    batch_size=self.batch_size,
+    def _generative_stage(self, run: _Run) -> None:
+        """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); each level is
+        finished as soon as its image is decoded. Missing weights make them ``missing``."""
+        gen_levels = [lv for lv in run.levels if lv.generative]
+        if not gen_levels:
+            return
+        try:
+            refiner = self.refiner()
+        except ModelMissingError as exc:
+            reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
+            for lv in gen_levels:
+                self._emit(run, LevelResult(lv.level, lv, "missing", message=str(exc), reason=reason))
+            return
+        except WeightsError as exc:
+            for lv in gen_levels:
+                self._emit(
+                    run, LevelResult(lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)")
                 )
-                outcome = refine(refiner, job, progress=progress, cancel=cancel, timings=timings)
-                refined = outcome.images
-                warnings.extend(outcome.warnings)
-                for lv in gen_levels:  # identical inputs → the identical result, computed once
-                    if lv.base_path in same_as:
-                        refined[(lv.lora_scale, lv.base_path)] = refined[(lv.lora_scale, same_as[lv.base_path])]
-                diffusion_seconds = {s: timings.get(f"diffusion_{s:g}", 0.0) for s in scales}
-                passes = {s: len(bs) for s, bs in scales.items()}
+            return
+        scales: dict[float, list[str]] = {}
+        for lv in gen_levels:
+            base = run.same_as.get(lv.base_path, lv.base_path)
+            if base not in scales.setdefault(lv.lora_scale, []):
+                scales[lv.lora_scale].append(base)
+        run.passes = {s: len(bs) for s, bs in scales.items()}
+        request = run.request
+        job = RefineJob(
+            bases={p: pil_to_tensor(run.bases[p]) for p in {b for bs in scales.values() for b in bs}},
+            scales=scales,
+            prompt=request.prompt or presets.DEFAULT_PROMPT,
+            negative_prompt=request.negative_prompt
+            if request.negative_prompt is not None
+            else presets.DEFAULT_NEGATIVE_PROMPT,
+            seed=run.seed,
+            settings=self.config.settings,
+            batch_size=self.batch_size,
+        )
 
-        # 4–5. compose and score (a level whose pixels equal another's reuses its scores)
+        def on_image(scale: float, base: str, picture: Image.Image) -> None:
+            run.refined[(scale, base)] = picture
+            ready = [
+                lv
+                for lv in gen_levels
+                if lv.lora_scale == scale and run.same_as.get(lv.base_path, lv.base_path) == base
+            ]
+            self._finish_levels(run, ready)
+
+        outcome = refine(refiner, job, progress=run.progress, cancel=run.cancel, timings=run.timings, on_image=on_image)
+        run.warnings.extend(outcome.warnings)
+
+    def _finish_levels(self, run: _Run, levels: list[presets.Level]) -> None:
+        """Compose and score ``levels`` (their images are ready) and hand each on. A level
+        whose pixels equal another's reuses its scores."""
         t = time.perf_counter()
-        baseline = bases["bicubic"]
-        network_skipped = "upscale_4" in bases and skips_network(low_res.size, plan.content)
-        scored: dict[tuple[float, str], dict[str, float]] = {}
+        baseline = run.bases["bicubic"]
         for lv in levels:
-            if lv.level in results:
-                continue
-            notes = [NETWORK_SKIPPED] if network_skipped and lv.base_path == "upscale_4" else []
-            source = same_as.get(lv.base_path, lv.base_path)
+            notes = [NETWORK_SKIPPED] if run.network_skipped and lv.base_path == "upscale_4" else []
+            source = run.same_as.get(lv.base_path, lv.base_path)
             if lv.generative:
-                content = refined[(lv.lora_scale, lv.base_path)]
-                seconds = base_seconds[lv.base_path] + diffusion_seconds[lv.lora_scale] / passes[lv.lora_scale]
-                if lv.base_path in same_as:
-                    twin = presets.level_for(same_as[lv.base_path], lv.lora_scale)
+                content = run.refined[(lv.lora_scale, source)]
+                diffusion = run.timings.get(f"diffusion_{lv.lora_scale:g}", 0.0) / run.passes[lv.lora_scale]
+                seconds = run.base_seconds[lv.base_path] + diffusion
+                if lv.base_path in run.same_as:
+                    twin = presets.level_for(source, lv.lora_scale)
                     why = (
                         "the network was skipped"
-                        if network_skipped and twin.base_path == "upscale_4"
-                        else ("no JPEG grid to clean")
+                        if run.network_skipped and twin.base_path == "upscale_4"
+                        else "no JPEG grid to clean"
                     )
                     notes.append(
                         f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
-                        f"{same_as[lv.base_path]} base ({why}), so it was refined once"
+                        f"{source} base ({why}), so it was refined once"
                     )
-                key = (lv.lora_scale, source)
             else:
-                content = bases[lv.base_path]
-                seconds = base_seconds[lv.base_path]
-                key = (0.0, source)
-            if key not in scored:
-                scored[key] = score_level(content, baseline, low_res, ground_truth)
-            results[lv.level] = LevelResult(
-                lv.level,
-                lv,
-                "ok",
-                image=self._compose(content, image, plan, request),
-                message="; ".join(notes) or None,
-                metrics=dict(scored[key]),
-                seconds=seconds,
+                content = run.bases[lv.base_path]
+                seconds = run.base_seconds[lv.base_path]
+            key = (lv.lora_scale, source)
+            if key not in run.scored:
+                run.scored[key] = score_level(content, baseline, run.low_res, run.ground_truth)
+            self._emit(
+                run,
+                LevelResult(
+                    lv.level,
+                    lv,
+                    "ok",
+                    image=self._compose(content, run.image, run.plan, run.request),
+                    message="; ".join(notes) or None,
+                    metrics=dict(run.scored[key]),
+                    seconds=seconds,
+                ),
             )
-        timings["compose_and_metrics"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_start
-        ordered = [results[lv.level] for lv in levels]
-        manifest = self._manifest(image, request, plan, seed, ordered, timings, warnings)
-        return RunResult(levels=ordered, seed=seed, plan=plan, timings=timings, warnings=warnings, manifest=manifest)
+        run.timings["compose_and_metrics"] = run.timings.get("compose_and_metrics", 0.0) + time.perf_counter() - t
+
+    # ----------------------------------------------------------------- time estimate
+    def _costs_path(self) -> Path:
+        from pipelines.realesrgan import cache_dir
+
+        return cache_dir() / "costs.json"
+
+    def _cost_key(self) -> str:
+        return f"{self.device_label()}|{self.config.upscaler or 'x4plus'}|batch{self.batch_size}"
+
+    def costs(self) -> dict[str, float]:
+        """Seconds per output megapixel of each stage, as measured by this device's earlier runs
+        (kept in the cache folder, so they survive restarts); empty before the first run."""
+        try:
+            data = json.loads(self._costs_path().read_text())
+        except (OSError, ValueError):
+            return {}
+        got = data.get(self._cost_key(), {}) if isinstance(data, dict) else {}
+        return {k: float(v) for k, v in got.items() if isinstance(v, int | float)}
+
+    def _learn_costs(self, run: _Run) -> None:
+        mp = run.plan.content[0] * run.plan.content[1] / 1e6
+        learned = dict(self.costs())
+        if "upscale_4" in run.fresh_bases and not run.network_skipped:
+            learned["x4_per_mp"] = run.base_seconds["upscale_4"] / mp
+        for scale, n in run.passes.items():
+            if f"diffusion_{scale:g}" in run.timings:
+                learned[f"diffusion_{scale:g}_per_mp"] = run.timings[f"diffusion_{scale:g}"] / (mp * n)
+        bases_refined = sum(run.passes.values())
+        if bases_refined and "vae_decode" in run.timings:
+            vae = run.timings.get("vae_encode", 0.0) + run.timings["vae_decode"]
+            learned["vae_per_mp"] = vae / (mp * bases_refined)
+        learned["finish_per_mp_level"] = run.timings.get("compose_and_metrics", 0.0) / (mp * max(1, len(run.levels)))
+        path = self._costs_path()
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+            data = data if isinstance(data, dict) else {}
+            data[self._cost_key()] = learned
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)
+        except (OSError, ValueError) as exc:  # an estimate is a nicety: never fail a run for it
+            log.warning("could not record stage costs in %s: %s", path, exc)
+
+    def estimate_seconds(self, size: tuple[int, int], request: UpscaleRequest) -> float | None:
+        """Expected seconds for ``request`` on an input of ``size`` from the costs measured by
+        earlier runs on this device (None until a run has measured the stages it needs).
+        An upper bound on passes: it assumes every base differs (a PNG's cleanup base does not)."""
+        costs = self.costs()
+        plan = plan_size(size, request, max_output_pixels=self.config.max_output_pixels)
+        mp = plan.content[0] * plan.content[1] / 1e6
+        levels = [presets.get_level(n) for n in request.effective_levels]
+        total = costs.get("finish_per_mp_level", 0.0) * mp * len(levels)
+        crop = (plan.crop[2] - plan.crop[0], plan.crop[3] - plan.crop[1])
+        if any(lv.base_path == "upscale_4" for lv in levels) and not skips_network(crop, plan.content):
+            if "x4_per_mp" not in costs:
+                return None
+            total += costs["x4_per_mp"] * mp
+        gen = [lv for lv in levels if lv.generative]
+        if gen and self._refiner_missing is None:
+            for scale in {lv.lora_scale for lv in gen}:
+                n = len({lv.base_path for lv in gen if lv.lora_scale == scale})
+                if f"diffusion_{scale:g}_per_mp" not in costs:
+                    return None
+                total += (costs[f"diffusion_{scale:g}_per_mp"] + costs.get("vae_per_mp", 0.0)) * mp * n
+        return total
+
+    @staticmethod
+    def _emit(run: _Run, result: LevelResult) -> None:
+        run.results[result.level] = result
+        if run.on_level is not None:
+            run.on_level(result)
+
+    def _base_key(self, path: str, image: LoadedImage, plan: SizePlan) -> tuple[Any, ...]:
+        return (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
 
     def _base(
         self,
@@ -319,7 +439,7 @@ class Engine:
         progress: Progress | None,
         cancel: threading.Event | None = None,
     ) -> Image.Image:
-        key = (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
+        key = self._base_key(path, image, plan)
         if key in self._base_cache:
             self._base_cache.move_to_end(key)
             return self._base_cache[key]

@@ -270,13 +270,15 @@ def refine(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     timings: dict[str, float] | None = None,
+    on_image: Callable[[float, str, Image.Image], None] | None = None,
 ) -> RefineResult:
     """Run the job (steps in the module doc).
 
     Precision: the UNet and ControlNet run in ``refiner.dtype``; the VAE, the latents, the
     noise, the guidance and the scheduler step stay fp32. Out-of-memory halves the latent tile
     (down to 32 latent px) and retries the scale; then raises OutOfMemoryError. Raises
-    Cancelled within one convolution once ``cancel`` is set.
+    Cancelled within one convolution once ``cancel`` is set. ``on_image(scale, base, image)``
+    is called as each image is ready (the diffusion time of its scale is in ``timings`` then).
     """
     timings = timings if timings is not None else {}
     names = sorted({n for ns in job.scales.values() for n in ns})
@@ -331,6 +333,8 @@ def refine(
                 image = wavelet_color_fix(image, job.bases[b].float())
             result.images[(scale, b)] = tensor_to_pil(image)
             del image
+            if on_image is not None:  # the caller may show it now
+                on_image(scale, b, result.images[(scale, b)])
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
         del x
     return result

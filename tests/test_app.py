@@ -197,3 +197,21 @@ def test_rest_body_over_the_limit_is_refused_before_it_is_read(lab_server):
     head = b"POST /api/v1/upscale HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     status, _ = _raw_post(lab_server, head, chunked())
     assert status == 413
+
+
+def test_grid_fills_in_as_levels_finish_with_an_estimate(client):
+    """The grid streams: an early update already shows the levels without diffusion (7–9)
+    while the diffusion levels read 'running'; the last update is the whole result. After a
+    run on this device, the next run states its estimated time."""
+    client.predict(*grid_args(width="256", seed=5), api_name="/grid")  # measures the stage costs
+    job = client.submit(*grid_args(width="256", seed=6), api_name="/grid")
+    final = job.result(timeout=600)
+    updates = job.outputs()
+    assert len(updates) >= 2, "no update before the end of the run"
+    first_gallery, first_note = updates[0][0], updates[0][9]
+    captions = [item["caption"] for item in first_gallery]
+    assert len(captions) == 9 and any("running" in c for c in captions)
+    for lv in (7, 8, 9):
+        assert "running" not in captions[lv - 1] and "PSNR" in captions[lv - 1]
+    assert "levels ready" in first_note and "estimated ~" in first_note
+    assert len(final[0]) == 9 and all("running" not in item["caption"] for item in final[0])

@@ -320,3 +320,32 @@ def test_a_smaller_output_skips_the_x4_network(tiny_engine, photo):
     assert r.level(7).metrics == r.level(8).metrics
     bigger = tiny_engine.run(photo, UpscaleRequest(width=80, levels=(7,), seed=4))
     assert bigger.level(7).message is None  # a larger output still gets the network
+
+
+def test_levels_arrive_as_they_finish(tiny_models, photo):
+    """on_level gets the levels without diffusion first (right after the base paths), then each
+    diffusion level when its pass is decoded; the result holds them all in order."""
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
+    seen: list[tuple[int, bool]] = []
+    unet_calls = unet_call_counter(engine.refiner())
+    result = engine.run(
+        photo,
+        UpscaleRequest(width=96, levels=tuple(presets.LEVEL_NUMBERS), seed=3),
+        on_level=lambda lv: seen.append((lv.level, unet_calls() > 0)),
+    )
+    assert sorted(n for n, _ in seen) == list(presets.LEVEL_NUMBERS)
+    first = [n for n, after_diffusion in seen if not after_diffusion]
+    assert sorted(first) == [lv.level for lv in presets.LEVELS if not lv.generative]  # before any UNet call
+    assert [lv.level for lv in result.levels] == list(presets.LEVEL_NUMBERS)
+
+
+def test_time_estimate_from_earlier_runs(tiny_models, photo, tmp_path, monkeypatch):
+    monkeypatch.setenv("UPSCALE_LAB_CACHE", str(tmp_path))  # no costs measured yet
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
+    small, large = (UpscaleRequest(width=w, levels=tuple(presets.LEVEL_NUMBERS), seed=1) for w in (96, 192))
+    assert engine.estimate_seconds(photo.size, small) is None  # nothing measured on this device yet
+    engine.run(photo, small)
+    est_small, est_large = engine.estimate_seconds(photo.size, small), engine.estimate_seconds(photo.size, large)
+    assert est_small is not None and est_large is not None and 0 < est_small < est_large
+    fresh = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
+    assert fresh.estimate_seconds(photo.size, small) == est_small  # kept across restarts
