@@ -19,6 +19,13 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+def pil_to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → uint8 tensor ``(1, 3, H, W)`` (0..255) on the CPU: a quarter of float32's memory."""
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
 def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     """Tensor ``(1, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]`` (any dtype/device) → PIL RGB.
 

@@ -28,7 +28,7 @@ from PIL import Image
 import presets
 from pipelines import base as base_paths
 from pipelines.cancel import cancellable, check_cancel
-from pipelines.convert import pil_to_tensor
+from pipelines.convert import pil_to_uint8_tensor
 from pipelines.device import dtype_name, dtype_reason, pick_device
 from pipelines.errors import LabError, ModelMissingError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
@@ -288,7 +288,7 @@ class Engine:
         run.passes = {s: len(bs) for s, bs in scales.items()}
         request = run.request
         job = RefineJob(
-            bases={p: pil_to_tensor(run.bases[p]) for p in {b for bs in scales.values() for b in bs}},
+            bases={p: pil_to_uint8_tensor(run.bases[p]) for p in {b for bs in scales.values() for b in bs}},
             scales=scales,
             prompt=request.prompt or presets.DEFAULT_PROMPT,
             negative_prompt=request.negative_prompt

@@ -150,9 +150,26 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
 # --------------------------------------------------------------------------- refinement
 
 
+def as_unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """8-bit pixels (uint8, 0..255) → float32 in [0, 1]; float pixels are returned as they are."""
+    return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+
+
+def pad_replicate(pixels: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """``(1, C, H, W)`` with its last column repeated ``right`` times and its last row
+    ``bottom`` times, in any dtype (torch's replicate padding does not take uint8)."""
+    if right:
+        pixels = torch.cat([pixels, pixels[..., -1:].expand(*pixels.shape[:-1], right)], dim=-1)
+    if bottom:
+        pixels = torch.cat([pixels, pixels[..., -1:, :].expand(*pixels.shape[:-2], bottom, pixels.shape[-1])], dim=-2)
+    return pixels
+
+
 @dataclass(frozen=True)
 class RefineJob:
-    """Refine ``bases`` (name → ``(1, 3, H, W)`` in [0, 1]) at each scale in ``scales``."""
+    """Refine ``bases`` (name → ``(1, 3, H, W)``: uint8 0..255, as the engine holds them —
+    a quarter of float32's memory, converted per tile — or float in [0, 1]) at each scale in
+    ``scales``."""
 
     bases: dict[str, torch.Tensor]
     scales: dict[float, list[str]]  # LoRA scale → base names to refine at that scale
@@ -199,7 +216,7 @@ class CondCache:
             return hit
         s = self.scale
         top, left, bottom, right = window
-        pixels = control[:, :, top * s : bottom * s, left * s : right * s].to(self.device, self.dtype)
+        pixels = as_unit_float(control[:, :, top * s : bottom * s, left * s : right * s]).to(self.device, self.dtype)
         if not self.enabled:
             return pixels
         emb = self.embed(pixels)
@@ -288,9 +305,9 @@ def refine(
     height, width = next(iter(job.bases.values())).shape[-2:]
     f = refiner.vae_scale
     pad = (0, (-width) % f, 0, (-height) % f)
-    padded = {n: F.pad(job.bases[n], pad, mode="replicate") if any(pad) else job.bases[n] for n in names}
+    padded = {n: pad_replicate(job.bases[n], pad[1], pad[3]) for n in names}  # 8-bit stays 8-bit
     with cancellable(cancel, refiner.vae):
-        latents = {n: refiner.encode_images(padded[n]) for n in names}  # one base at a time
+        latents = {n: refiner.encode_images(as_unit_float(padded[n])) for n in names}  # one base at a time
     timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
     # 2. one noise field for every base and scale
     _, _, h, w = next(iter(latents.values())).shape
@@ -330,7 +347,7 @@ def refine(
             with cancellable(cancel, refiner.vae):
                 image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
             if job.color_fix:
-                image = wavelet_color_fix(image, job.bases[b].float())
+                image = wavelet_color_fix(image, as_unit_float(job.bases[b]))
             result.images[(scale, b)] = tensor_to_pil(image)
             del image
             if on_image is not None:  # the caller may show it now

@@ -349,3 +349,19 @@ def test_time_estimate_from_earlier_runs(tiny_models, photo, tmp_path, monkeypat
     assert est_small is not None and est_large is not None and 0 < est_small < est_large
     fresh = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
     assert fresh.estimate_seconds(photo.size, small) == est_small  # kept across restarts
+
+
+def test_bases_are_held_as_8_bit_and_padded_like_torch():
+    """The engine hands the refiner 8-bit bases (a quarter of float32's memory); their edge
+    padding equals torch's replicate padding, and the conversion is exact."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipelines.refiner import as_unit_float, pad_replicate
+
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (1, 3, 13, 10), generator=g, dtype=torch.uint8)
+    want = F.pad(u8.float(), (0, 6, 0, 3), mode="replicate")
+    got = pad_replicate(u8, 6, 3)
+    assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
+    assert torch.equal(as_unit_float(u8), u8.float() / 255)
