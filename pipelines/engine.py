@@ -114,6 +114,7 @@ class _Run:
     base_seconds: dict[str, float] = field(default_factory=dict)
     same_as: dict[str, str] = field(default_factory=dict)
     network_skipped: bool = False
+    base_notes: dict[str, str] = field(default_factory=dict)  # what a base path did (the cleanup)
     fresh_bases: set[str] = field(default_factory=set)  # computed in this run (not from the cache)
     refined: dict[tuple[float, str], Image.Image] = field(default_factory=dict)
     passes: dict[float, int] = field(default_factory=dict)  # distinct bases refined per LoRA scale
@@ -136,7 +137,7 @@ class Engine:
         self._upscaler: torch.nn.Module | None = None
         self._refiner = refiner
         self._refiner_missing: ModelMissingError | WeightsError | None = None
-        self._base_cache: OrderedDict[tuple[Any, ...], Image.Image] = OrderedDict()
+        self._base_cache: OrderedDict[tuple[Any, ...], tuple[Image.Image, str | None]] = OrderedDict()
         self._lock = threading.Lock()
         self.status_note = "not loaded"
 
@@ -253,7 +254,9 @@ class Engine:
             t = time.perf_counter()
             if self._base_key(path, run.image, run.plan) not in self._base_cache:
                 run.fresh_bases.add(path)
-            run.bases[path] = self._base(path, run.image, run.low_res, run.plan, run.progress, run.cancel)
+            run.bases[path], note = self._base(path, run.image, run.low_res, run.plan, run.progress, run.cancel)
+            if note:
+                run.base_notes[path] = note
             run.base_seconds[path] = time.perf_counter() - t
             run.timings[f"base_{path}"] = run.base_seconds[path]
         if run.progress:
@@ -318,6 +321,7 @@ class Engine:
         baseline = run.bases["bicubic"]
         for lv in levels:
             notes = [NETWORK_SKIPPED] if run.network_skipped and lv.base_path == "upscale_4" else []
+            notes += [run.base_notes[lv.base_path]] if lv.base_path in run.base_notes else []
             source = run.same_as.get(lv.base_path, lv.base_path)
             if lv.generative:
                 content = run.refined[(lv.lora_scale, source)]
@@ -438,16 +442,20 @@ class Engine:
         plan: SizePlan,
         progress: Progress | None,
         cancel: threading.Event | None = None,
-    ) -> Image.Image:
+    ) -> tuple[Image.Image, str | None]:
+        """One base path's image at the content size, and a note on what ran (or None)."""
         key = self._base_key(path, image, plan)
         if key in self._base_cache:
             self._base_cache.move_to_end(key)
             return self._base_cache[key]
+        note = None
         if path == "bicubic":
             out = base_paths.bicubic(low_res, plan.content)
         elif path == "bicubic_clean":
-            # Deblock the whole input (the JPEG grid is anchored there), then crop.
-            cleaned, _ = base_paths.deblock(image.rgb)
+            # Clean the whole input (the JPEG grid is anchored there), then crop.
+            cleaned, note = base_paths.clean(
+                image.rgb, jpeg_quality=image.jpeg_quality, device=self.device, dtype=self.dtype, cancel=cancel
+            )
             out = base_paths.bicubic(cleaned.crop(plan.crop), plan.content)
         elif skips_network(low_res.size, plan.content):
             out = base_paths.bicubic(low_res, plan.content)
@@ -469,10 +477,10 @@ class Engine:
             with cancellable(cancel, model):
                 out = base_paths.neural_upscale(model, low_res, plan.content, settings, on_tile=on_tile)
             check_cancel(cancel)
-        self._base_cache[key] = out
+        self._base_cache[key] = (out, note)
         while len(self._base_cache) > self.config.base_cache_size:
             self._base_cache.popitem(last=False)
-        return out
+        return out, note
 
     @staticmethod
     def _compose(content: Image.Image, image: LoadedImage, plan: SizePlan, request: UpscaleRequest) -> Image.Image:
@@ -525,6 +533,10 @@ class Engine:
                 "realesrgan_x4plus": {
                     "source": self.config.upscaler or presets.MODELS["realesrgan_x4plus"].repo,
                     "revision": presets.MODELS["realesrgan_x4plus"].revision,
+                },
+                "waifu2x_photo": {
+                    "source": presets.MODELS["waifu2x_photo"].repo,
+                    "revision": presets.MODELS["waifu2x_photo"].revision,
                 },
                 **self.config.models.describe(),
             },

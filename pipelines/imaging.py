@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class LoadedImage:
     grayscale: bool
     sha256: str
     format: str
+    jpeg_quality: int | None = None  # the IJG quality a JPEG file was saved at (its quantisation tables)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -104,8 +105,14 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
         raise InputError("the file is not a recognised image (PNG, JPEG, WebP, ...)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"the image is truncated or corrupt: {exc}") from exc
+    quality = None
+    if fmt == "JPEG":
+        from pipelines.waifu2x import jpeg_quality
+
+        quality = jpeg_quality(img)
     img = ImageOps.exif_transpose(img) or img
-    return _normalise(img, digest, fmt)
+    loaded = _normalise(img, digest, fmt)
+    return replace(loaded, jpeg_quality=quality)
 
 
 def _normalise(img: Image.Image, digest: str, fmt: str) -> LoadedImage:

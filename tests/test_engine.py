@@ -45,7 +45,7 @@ def test_lora_zero_levels_are_their_bases_bit_for_bit(nine, tiny_engine, photo):
     result, _ = nine
     size = (128, 128)
     assert np.array_equal(arr(result.level(8).image), arr(base_paths.bicubic(photo.rgb, size)))
-    assert np.array_equal(arr(result.level(9).image), arr(base_paths.bicubic_clean(photo.rgb, size)))
+    assert np.array_equal(arr(result.level(9).image), arr(base_paths.bicubic(photo.rgb, size)))  # no JPEG grid
     settings = base_paths.NeuralSettings(
         device=tiny_engine.device, dtype=tiny_engine.dtype, tile=presets.ESRGAN_TILE, pad=presets.ESRGAN_TILE_PAD
     )
@@ -95,7 +95,7 @@ def test_identical_bases_are_refined_once(nine, tiny_engine):
     jpeg = tiny_engine.run(blocky, UpscaleRequest(width=128, levels=ALL, seed=3))
     assert counter() - before == expected_unet_calls(tiny_engine, (128, 96), distinct_bases=3)
     assert arr(jpeg.level(2).image).tobytes() != arr(jpeg.level(3).image).tobytes()
-    assert jpeg.level(3).message is None
+    assert "same result" not in jpeg.level(3).message and "waifu2x" in jpeg.level(3).message
 
 
 def test_scales_give_different_images(nine):
