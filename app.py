@@ -41,7 +41,7 @@ import presets
 from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
-from pipelines.imaging import LoadedImage, load_image
+from pipelines.imaging import LoadedImage, enable_heif, load_image
 from pipelines.metrics import METRICS
 from pipelines.models import download_models, hub_offline
 from pipelines.report import (
@@ -173,19 +173,25 @@ async def run_cancellable(cancel: threading.Event, fn: Callable[..., T], *args: 
 
     Gradio stops an event by cancelling the task that awaits its handler (the Cancel button,
     a gradio_client ``job.cancel()``). A plain sync handler would run on to the end; here the
-    cancellation sets ``cancel`` (the engine stops at its next tile) and waits for the worker,
+    cancellation sets ``cancel`` (the engine stops within one convolution) and waits for the worker,
     so the queue slot is handed on only when the engine is free again.
     """
     work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        cancel.set()
-        log.info("run cancelled by its client: stopping the engine")
-        await asyncio.wait({work})
-        if not work.cancelled():
-            work.exception()  # retrieved: the Cancelled it ends with is expected
+        await stop_worker(cancel, work)
         raise
+
+
+async def stop_worker(cancel: threading.Event, work: asyncio.Future[Any]) -> None:
+    """The client went away: stop the engine and wait until it is free (the queue slot is
+    handed on only then)."""
+    cancel.set()
+    log.info("run cancelled by its client: stopping the engine")
+    await asyncio.wait({work})
+    if not work.cancelled():
+        work.exception()  # retrieved: the Cancelled it ends with is expected
 
 
 # --------------------------------------------------------------------------- UI helpers
@@ -324,11 +330,11 @@ def level_items(levels: list[LevelResult], cell: tuple[int, int]) -> list[tuple[
     for lv in levels:
         caption = f"{lv.level} · {lv.preset.recipe}"
         if lv.image is not None:
-            caption += f" · PSNR {format_value(lv.metrics['psnr_vs_bicubic'])} dB · SSIM {format_value(lv.metrics['ssim_vs_bicubic'])}"
-            items.append((lv.image, caption))
+            scores = f"PSNR {format_value(lv.metrics['psnr_vs_bicubic'])} dB · SSIM {format_value(lv.metrics['ssim_vs_bicubic'])}"
+            items.append((lv.image, f"{caption}\n{scores}"))  # two lines: the scores are never cut
         else:
             items.append(
-                (placeholder(cell, f"Level {lv.level} not run. {lv.reason or lv.message}"), caption + f" · {lv.status}")
+                (placeholder(cell, f"Level {lv.level} not run. {lv.reason or lv.message}"), f"{caption}\n{lv.status}")
             )
     return items
 
@@ -464,11 +470,7 @@ async def run_grid(
             if fresh and not work.done():
                 yield partial_outputs(ready, estimate)
     except asyncio.CancelledError:
-        cancel.set()
-        log.info("run cancelled by its client: stopping the engine")
-        await asyncio.wait({work})
-        if not work.cancelled():
-            work.exception()  # retrieved: the Cancelled it ends with is expected
+        await stop_worker(cancel, work)
         raise
     yield work.result()
 
@@ -486,7 +488,7 @@ def partial_outputs(ready: dict[int, LevelResult], estimate: float | None) -> tu
     for lv in presets.LEVELS:
         got = ready.get(lv.level)
         if got is None:
-            items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe} · running"))
+            items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe}\nrunning…"))
         else:
             items.extend(level_items([got], cell))
     note = f"{len(ready)} of {len(presets.LEVELS)} levels ready"
@@ -591,7 +593,10 @@ def cancel_on_leave(request: gr.Request) -> None:
 # --------------------------------------------------------------------------- layout
 
 CSS = """
-#grid .caption-label { font-size: 0.8em; }
+#grid .caption-label {
+  font-size: 0.8em; line-height: 1.3; white-space: pre-line !important;
+  overflow: visible !important; text-overflow: clip !important; max-width: none !important;
+}
 .lab-note { font-size: 0.9em; opacity: 0.85; }
 """
 
@@ -602,6 +607,7 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
     global _ENGINE
     if engine is not None:
         _ENGINE = engine
+    enable_heif()  # gradio opens uploads with Pillow before our handler sees them: phone photos too
     with gr.Blocks(title="Generative Upscale Lab", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# Generative Upscale Lab\nNine strengths of diffusion upscaling side by side, each scored "
@@ -644,8 +650,9 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                 with gr.Row():
                     run_btn = gr.Button("Run all nine levels", variant="primary")
                     cancel_btn = gr.Button("Cancel", variant="stop")
-                message = gr.Markdown(elem_classes=["lab-note"])
             with gr.Column(scale=2):
+                # the run's status (progress, estimate, seed, messages), right above its results
+                message = gr.Markdown(elem_classes=["lab-note"], elem_id="run-note", min_height=40)
                 with gr.Tab("Grid"):
                     gallery = gr.Gallery(
                         label="Rows: strong / medium / off · columns: Real-ESRGAN x4 / bicubic / bicubic + cleanup",
@@ -704,6 +711,7 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
             inputs=inputs,
             outputs=[gallery, table, plot, seed_in, files, slider, level_a, level_b, heat, message, state],
             api_name="grid",
+            show_progress_on=[message],  # the grid stays visible while it fills in
             concurrency_limit=1,
             concurrency_id="gpu",
         )

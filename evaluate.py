@@ -35,10 +35,22 @@ from PIL import Image, ImageFilter
 
 import presets
 from cli import add_engine_args, engine_config
-from pipelines.report import atomic_write, png_bytes
+from pipelines.metrics import METRIC_BY_KEY, SR_METRICS, MetricSpec
+from pipelines.report import atomic_write, level_axis, png_bytes
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-SCORE_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lr_consistency", "psnr_vs_bicubic", "seconds")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif"}
+SECONDS = MetricSpec(
+    key="seconds", name="Time", unit="s / image", higher_is_better=False, description="wall time of the level"
+)
+# The summary's score columns, in order; names, units, directions and decimals come from the metrics table.
+SUMMARY_COLUMNS: tuple[MetricSpec, ...] = (
+    *SR_METRICS,
+    METRIC_BY_KEY["lr_consistency"],
+    METRIC_BY_KEY["psnr_vs_bicubic"],
+    SECONDS,
+)
+SCORE_KEYS = tuple(c.key for c in SUMMARY_COLUMNS)
+THUMB_WIDTH = 160
 PAPER = {"Set5": (28.42, 0.8104), "Set14": (26.00, 0.7027)}
 
 
@@ -58,7 +70,10 @@ class Degradation:
             if v is not None and v < 0:
                 raise ValueError(f"--{name} must be >= 0, got {v}")
 
-    def apply(self, image: Image.Image, seed: int) -> Image.Image:
+    def encode(self, image: Image.Image, seed: int) -> bytes:
+        """The degraded input as the file a user would have: JPEG bytes when JPEG is applied
+        (quantisation tables included, so the engine reads the quality as it does for any
+        JPEG), PNG otherwise."""
         out = image
         if self.blur:
             out = out.filter(ImageFilter.GaussianBlur(self.blur))
@@ -66,11 +81,17 @@ class Degradation:
             rng = np.random.default_rng(seed)
             arr = np.asarray(out, dtype=np.float64) + rng.normal(0, self.noise, size=np.asarray(out).shape)
             out = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), out.mode)
+        buf = io.BytesIO()
         if self.jpeg:
-            buf = io.BytesIO()
             out.save(buf, "JPEG", quality=self.jpeg)
-            out = Image.open(io.BytesIO(buf.getvalue()))
-            out.load()
+        else:
+            out.save(buf, "PNG")
+        return buf.getvalue()
+
+    def apply(self, image: Image.Image, seed: int) -> Image.Image:
+        """:meth:`encode`, decoded."""
+        out = Image.open(io.BytesIO(self.encode(image, seed)))
+        out.load()
         return out
 
     def label(self) -> str:
@@ -89,7 +110,11 @@ def image_seed(seed: int, name: str) -> int:
 
 def make_pair(path: Path, scale: int) -> tuple[Image.Image, Image.Image]:
     """(ground truth cropped to a multiple of ``scale``, its antialiased bicubic ÷scale)."""
-    hr = Image.open(path)
+    if path.suffix.lower() in (".heic", ".heif"):
+        from pipelines.imaging import enable_heif
+
+        enable_heif()
+    hr: Image.Image = Image.open(path)
     hr.load()
     hr = hr.convert("L") if hr.mode in ("L", "I;16", "I") else hr.convert("RGB")
     w, h = hr.size
@@ -124,11 +149,10 @@ def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degra
 
     hr, lr = make_pair(path, args.scale)
     seed = image_seed(args.seed, key_of(path))
-    lr = deg.apply(lr, seed)
-    buf = io.BytesIO()
-    lr.save(buf, "PNG")
+    data = deg.encode(lr, seed)  # a JPEG stays a JPEG file: the cleanup reads its quality
+    lr = Image.open(io.BytesIO(data)).convert("RGB")
     request = UpscaleRequest(width=hr.width, height=hr.height, fit="crop", levels=tuple(args.levels), seed=args.seed)
-    result = engine.run(load_image(buf.getvalue()), request)
+    result = engine.run(load_image(data), request)
     levels: dict[str, Any] = {}
     thumbs: dict[str, str] = {}
     for lv in result.levels:
@@ -157,7 +181,7 @@ def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degra
     }
 
 
-def thumbnail(image: Image.Image, width: int = 160) -> str:
+def thumbnail(image: Image.Image, width: int = THUMB_WIDTH) -> str:
     t = image.convert("RGB")
     t = t.resize((width, max(1, round(width * t.height / t.width))), Image.Resampling.LANCZOS)
     return base64.b64encode(png_bytes(t)).decode()
@@ -189,6 +213,13 @@ def aggregate(records: list[dict[str, Any]], levels: list[int]) -> dict[str, Any
             "recipe": presets.get_level(n).recipe,
             "images": len(rows),
             "not_run": sum(1 for r in records if r["levels"].get(str(n), {}).get("status") == "not run"),
+            "not_run_reasons": sorted(
+                {
+                    str(r["levels"][str(n)].get("reason") or "no reason given")
+                    for r in records
+                    if r["levels"].get(str(n), {}).get("status") == "not run"
+                }
+            ),
         }
         for k in SCORE_KEYS:
             vals = [number(r[k]) for r in rows]
@@ -230,130 +261,391 @@ def monotonic_check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def summary_markdown(summary: dict[str, Any], mono: list[dict[str, Any]], title: str) -> str:
-    def fmt(e: dict[str, Any], k: str, digits: int) -> str:
-        m = e[k]["mean"]
-        if m is None:
-            return "—"
-        if math.isinf(m):
-            return "inf"
-        return f"{m:.{digits}f} ± {e[k]['std']:.{digits}f}"
+def best_levels(summary: dict[str, Any], column: MetricSpec) -> set[int]:
+    """The levels whose mean is best in ``column`` (by its direction; ties at the shown
+    decimals all count). Empty when the column has no direction (a distance from the
+    baseline) or fewer than two distinct means to compare."""
+    if column.higher_is_better is None:
+        return set()
+    means = {
+        e["level"]: round(e[column.key]["mean"], column.decimals)
+        for e in summary.values()
+        if e["images"] and e[column.key]["mean"] is not None
+    }
+    if len(set(means.values())) < 2:
+        return set()
+    best = max(means.values()) if column.higher_is_better else min(means.values())
+    return {level for level, mean in means.items() if mean == best}
 
+
+def shown(stats: dict[str, Any], decimals: int) -> tuple[str, str]:
+    """A summary cell as text: (mean, spread), e.g. ("28.42", "± 1.03"); ("inf", "") when
+    every image scored inf; ("—", "") when nothing was scored. Images scoring inf are left
+    out of a finite mean and counted after the spread."""
+    mean = stats["mean"]
+    if mean is None:
+        return "—", ""
+    if math.isinf(mean):
+        return "inf", ""
+    spread = f"± {stats['std']:.{decimals}f}"
+    if stats["inf"]:
+        spread += f" (+{stats['inf']} inf)"
+    return f"{mean:.{decimals}f}", spread
+
+
+def not_run_text(entry: dict[str, Any]) -> str:
+    images = entry["not_run"]
+    reasons = "; ".join(entry.get("not_run_reasons", [])) or "no reason given"
+    return f"not run on {images} image{'s' if images != 1 else ''}: {reasons}"
+
+
+def legend(marking: str, columns: tuple[MetricSpec, ...] = SUMMARY_COLUMNS) -> str:
+    """The table's legend: what the cells are, how the best is shown (``marking``, e.g. "in
+    bold") and which way is better, all from the columns' specs."""
+    names = {flag: ", ".join(c.name for c in columns if c.higher_is_better is flag) for flag in (True, False, None)}
+    directions = [
+        f"{word} is better: {names[flag]}" for flag, word in ((True, "higher"), (False, "lower")) if names[flag]
+    ]
+    parts = [
+        f"Mean ± standard deviation over the images. The best level in each column is {marking} when levels differ",
+        f" ({'; '.join(directions)})." if directions else ".",
+    ]
+    if names[None]:
+        parts.append(
+            f" {names[None]} is the distance from the bicubic baseline (level {presets.BASELINE_LEVEL}): it"
+            " measures change, not quality, so no level is marked; inf means identical to the baseline."
+        )
+    return "".join(parts)
+
+
+def monotonicity_sentence(m: dict[str, Any]) -> str:
+    return (
+        f"{presets.BASE_PATH_LABELS[m['base_path']]}: level {m['more_generative']} closer than level "
+        f"{m['less_generative']} on {m['more_generative_closer']} of {m['compared']} images"
+    )
+
+
+MONOTONICITY_QUESTION = (
+    "Does a more generative level score closer to the ground truth (PSNR-Y) than a less "
+    "generative one with the same base path?"
+)
+
+
+def summary_markdown(summary: dict[str, Any], mono: list[dict[str, Any]], title: str) -> str:
+    """The summary as Markdown (``summary.md`` and the console): a table of mean ± standard
+    deviation per level, the best of each column in bold, and the monotonicity check."""
+    best = {c.key: best_levels(summary, c) for c in SUMMARY_COLUMNS}
     lines = [
         f"### {title}",
         "",
-        "| level | recipe | images | PSNR-Y (dB) | SSIM-Y | PSNR-RGB | SSIM-RGB | LR-consistency (dB) | PSNR vs bicubic (dB) | s / image |",
-        "|---:|---|---:|---|---|---|---|---|---|---|",
+        "| level | recipe | images | " + " | ".join(c.label for c in SUMMARY_COLUMNS) + " |",
+        "|---:|---|---:|" + "---:|" * len(SUMMARY_COLUMNS),
     ]
     for e in summary.values():
         if e["images"] == 0:
-            lines.append(
-                f"| {e['level']} | {e['recipe']} | 0 | not run ({e['not_run']} images: weights missing) | | | | | | |"
-            )
+            rest = " |" * (len(SUMMARY_COLUMNS) - 1)
+            lines.append(f"| {e['level']} | {e['recipe']} | 0 | {not_run_text(e)} |{rest}")
             continue
-        lines.append(
-            f"| {e['level']} | {e['recipe']} | {e['images']} | {fmt(e, 'psnr_y', 2)} | {fmt(e, 'ssim_y', 4)} | "
-            f"{fmt(e, 'psnr_rgb', 2)} | {fmt(e, 'ssim_rgb', 4)} | {fmt(e, 'lr_consistency', 2)} | "
-            f"{fmt(e, 'psnr_vs_bicubic', 2)} | {fmt(e, 'seconds', 2)} |"
-        )
+        cells = []
+        for c in SUMMARY_COLUMNS:
+            text = " ".join(x for x in shown(e[c.key], c.decimals) if x)
+            cells.append(f"**{text}**" if e["level"] in best[c.key] else text)
+        lines.append(f"| {e['level']} | {e['recipe']} | {e['images']} | " + " | ".join(cells) + " |")
+    lines += ["", legend("in bold"), ""]
     checked = [m for m in mono if m["compared"]]
-    lines += [
-        "",
-        "Monotonicity (does a more generative level score closer to the ground truth, PSNR-Y, than a less generative one with the same base path?):",
-        "",
-    ]
+    lines += [f"Monotonicity: {MONOTONICITY_QUESTION}", ""]
     if not checked:
         lines.append("- not checked: fewer than two levels of the same base path ran")
-    for m in checked:
-        lines.append(
-            f"- {m['base_path']}: level {m['more_generative']} closer than level {m['less_generative']} on "
-            f"{m['more_generative_closer']} of {m['compared']} images"
-        )
+    lines += [f"- {monotonicity_sentence(m)}" for m in checked]
     return "\n".join(lines) + "\n"
 
 
-def plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
-    import matplotlib
+# --------------------------------------------------------------------------- plots
 
-    matplotlib.use("Agg")
+
+def scores_vs_level_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure.Figure
+    """PSNR-Y and SSIM-Y against the ground truth per level: mean with ± std error bars."""
     from matplotlib.figure import Figure
 
     ran = [e for e in summary.values() if e["images"]]
-    out: dict[str, Path] = {}
-    fig = Figure(figsize=(8, 3.2), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
     xs = [e["level"] for e in ran]
-    ax1.errorbar(
-        xs, [e["psnr_y"]["mean"] for e in ran], yerr=[e["psnr_y"]["std"] or 0 for e in ran], fmt="o-", capsize=3
-    )
-    ax1.set(xlabel="level", ylabel="PSNR-Y vs ground truth (dB)", xticks=list(range(1, 10)))
-    ax2.errorbar(
-        xs,
-        [e["ssim_y"]["mean"] for e in ran],
-        yerr=[e["ssim_y"]["std"] or 0 for e in ran],
-        fmt="o-",
-        color="C2",
-        capsize=3,
-    )
-    ax2.set(xlabel="level", ylabel="SSIM-Y vs ground truth", xticks=list(range(1, 10)))
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, key, color in zip(axes, ("psnr_y", "ssim_y"), ("C0", "C2"), strict=True):
+        spec = METRIC_BY_KEY[key]
+        ax.errorbar(
+            xs,
+            [e[key]["mean"] for e in ran],
+            yerr=[e[key]["std"] or 0 for e in ran],
+            fmt="o-",
+            color=color,
+            capsize=3,
+        )
+        level_axis(ax)
+        ax.set_ylabel(f"{spec.name} vs ground truth" + (f" ({spec.unit})" if spec.unit else ""))
+        ax.grid(alpha=0.3)
     fig.tight_layout()
-    out["scores_vs_level"] = folder / "scores_vs_level.png"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write(out["scores_vs_level"], buf.getvalue())
+    return fig
 
+
+def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure.Figure
+    """Mean PSNR-Y against mean PSNR vs bicubic, one point per level, coloured by base path;
+    levels that land on the same spot share one label."""
+    from matplotlib.figure import Figure
+
+    ran = [e for e in summary.values() if e["images"]]
     fig = Figure(figsize=(5, 4), dpi=100)
     ax = fig.subplots()
+    spots: dict[tuple[float, float], list[int]] = {}
     for e in ran:
         change = e["psnr_vs_bicubic"]["mean"]
         change = 60.0 if change is None or math.isinf(change) else change
-        ax.scatter(change, e["psnr_y"]["mean"], color=f"C{presets.get_level(e['level']).column}")
-        ax.annotate(str(e["level"]), (change, e["psnr_y"]["mean"]), textcoords="offset points", xytext=(4, 4))
+        fidelity = e["psnr_y"]["mean"]
+        ax.scatter(change, fidelity, color=f"C{presets.get_level(e['level']).column}")
+        spots.setdefault((round(change, 1), round(fidelity, 1)), []).append(e["level"])
+    xs, ys = [x for x, _ in spots], [y for _, y in spots]
+    near_x, near_y = 0.05 * (max(xs) - min(xs) or 1), 0.05 * (max(ys) - min(ys) or 1)
+    previous: tuple[float, float] | None = None
+    for (change, fidelity), levels in sorted(spots.items(), key=lambda kv: kv[0][1], reverse=True):
+        # a spot just below the previous one puts its label underneath, so the two stay apart
+        crowded = previous is not None and abs(previous[0] - change) < near_x and previous[1] - fidelity < near_y
+        ax.annotate(
+            ", ".join(map(str, sorted(levels))),
+            (change, fidelity),
+            textcoords="offset points",
+            xytext=(6, -11) if crowded else (6, 4),
+            fontsize=8,
+        )
+        previous = (change, fidelity)
+    for i, base in enumerate(presets.BASE_PATHS):
+        ax.scatter([], [], color=f"C{i}", label=presets.BASE_PATH_LABELS[base])
+    ax.legend(fontsize=7, loc="lower right")
+    ax.margins(0.12)
+    ax.grid(alpha=0.3)
     ax.set(
         xlabel="PSNR vs bicubic (dB; higher = less change; inf shown at 60)",
         ylabel="PSNR-Y vs ground truth (dB)",
         title="fidelity against change",
     )
     fig.tight_layout()
-    out["fidelity_vs_change"] = folder / "fidelity_vs_change.png"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write(out["fidelity_vs_change"], buf.getvalue())
+    return fig
+
+
+PLOT_CAPTIONS = {
+    "scores_vs_level": "Fidelity to the ground truth per level: mean ± standard deviation over the images.",
+    "fidelity_vs_change": "Fidelity against change from the bicubic baseline, one point per level.",
+}
+
+
+def plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """Write ``scores_vs_level.png`` and ``fidelity_vs_change.png``; returns their paths by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out: dict[str, Path] = {}
+    for name, fig in (
+        ("scores_vs_level", scores_vs_level_figure(summary)),
+        ("fidelity_vs_change", fidelity_vs_change_figure(summary)),
+    ):
+        out[name] = folder / f"{name}.png"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        atomic_write(out[name], buf.getvalue())
     return out
 
 
-def html_report(records: list[dict[str, Any]], summary_md: str, plot_paths: dict[str, Path], title: str) -> str:
-    def img(b64: str, alt: str) -> str:
-        return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
+# --------------------------------------------------------------------------- HTML report
 
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}.grid{display:grid;grid-template-columns:repeat(3,170px);gap:6px}"
-        ".cell{font-size:11px}.cell img{width:160px;display:block}.blank{width:160px;height:100px;background:#eee;"
-        "display:flex;align-items:center;justify-content:center;color:#777}section{margin:1.5em 0}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<pre>" + html.escape(summary_md) + "</pre>",
-    ]
-    for p in plot_paths.values():
-        parts.append(img(base64.b64encode(p.read_bytes()).decode(), p.stem))
-    for r in records:
-        parts.append(
-            f"<section><h3>{html.escape(r['image'])} ({r['size'][0]}×{r['size'][1]})</h3>"
-            f"<div class='cell'>ground truth / input (nearest)<br>{img(r['gt_thumb'], 'ground truth')}{img(r['lr_thumb'], 'input')}</div>"
-            "<div class='grid'>"
-        )
-        for lv in presets.LEVELS:
-            entry = r["levels"].get(str(lv.level))
-            if entry is None:
-                parts.append("<div class='cell'><div class='blank'>not requested</div></div>")
-            elif entry["status"] != "ok":
-                parts.append(f"<div class='cell'><div class='blank'>level {lv.level}: not run</div></div>")
+REPORT_CSS = """
+:root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--head:#f6f8fa;--best:#dafbe1;--best-fg:#116329}
+*{box-sizing:border-box}
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:#fff;
+ margin:0 auto;padding:2rem 2.5rem 4rem;max-width:1240px}
+h1{font-size:1.7rem;line-height:1.25;margin:0 0 .3rem}
+h2{font-size:1.2rem;margin:2.4rem 0 .8rem;padding-bottom:.3rem;border-bottom:1px solid var(--line)}
+h3{font-size:1rem;margin:0 0 .6rem}
+.meta,.note,figcaption,.dim{color:var(--muted)}
+.meta{margin:0 0 1.5rem}
+.note{font-size:13px;max-width:90ch;margin:.6rem 0 0}
+.table-wrap{overflow-x:auto}
+table{border-collapse:collapse;font-size:13.5px}
+th,td{padding:.42rem .7rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:middle}
+thead th{background:var(--head);font-weight:600;vertical-align:bottom;border-bottom:2px solid var(--line)}
+tbody th{font-weight:600}
+tbody tr:hover{background:#f6f8fa}
+tr.group-start>*{border-top:2px solid var(--line)}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.unit{display:block;font-weight:400;font-size:12px;color:var(--muted)}
+.dir{color:var(--muted);font-weight:400;margin-left:.2em}
+.sd{display:block;color:var(--muted);font-size:12px}
+td.best{background:var(--best);color:var(--best-fg)}
+td.best .sd{color:var(--best-fg)}
+.not-run{color:var(--muted);font-style:italic;white-space:normal}
+.recipe{white-space:nowrap}
+.recipe .sub{display:block;font-size:12px;color:var(--muted)}
+figure{margin:0}
+.plots{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}
+.plots img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
+figcaption{font-size:12.5px;margin-top:.25rem;max-width:60ch}
+.card{border:1px solid var(--line);border-radius:8px;padding:1rem 1.25rem 1.2rem;margin:1.2rem 0}
+.card-body{display:flex;flex-wrap:wrap;gap:2rem;align-items:flex-start}
+.pair{display:flex;flex-direction:column;gap:.8rem}
+.levels{display:grid;gap:.6rem .9rem;align-items:start}
+.levels .colhead,.levels .rowhead{font-size:12.5px;font-weight:600;color:var(--muted)}
+.levels .rowhead{align-self:center;text-align:right}
+.thumb{width:THUMB_PX}
+.thumb img,.blank{width:THUMB_PX;display:block;border-radius:4px}
+.blank{background:#eef1f4;color:var(--muted);display:flex;align-items:center;justify-content:center;
+ font-size:12px;text-align:center;padding:.5rem}
+.thumb figcaption{font-size:12px;line-height:1.35;margin-top:.2rem;font-variant-numeric:tabular-nums}
+""".replace("THUMB_PX", f"{THUMB_WIDTH}px")
+
+
+def _header_cell(column: MetricSpec) -> str:
+    arrow, hint = {
+        True: ("↑", "higher is better"),
+        False: ("↓", "lower is better"),
+        None: ("", "measures change from the bicubic baseline, not quality"),
+    }[column.higher_is_better]
+    direction = f'<span class="dir">{arrow}</span>' if arrow else ""
+    unit = html.escape(column.unit) if column.unit else "&nbsp;"
+    return (
+        f'<th scope="col" class="num" title="{html.escape(f"{column.description}; {hint}")}">'
+        f'{html.escape(column.name)}{direction}<span class="unit">{unit}</span></th>'
+    )
+
+
+def summary_table_html(summary: dict[str, Any]) -> str:
+    """The per-level table: numbers right-aligned with each column's fixed decimals, units
+    under the names, the best level of each column highlighted (class ``best``)."""
+    best = {c.key: best_levels(summary, c) for c in SUMMARY_COLUMNS}
+    head = (
+        '<th scope="col" class="num">Level</th><th scope="col">Recipe</th><th scope="col" class="num">Images</th>'
+        + "".join(_header_cell(c) for c in SUMMARY_COLUMNS)
+    )
+    rows, previous_row = [], None
+    for e in summary.values():
+        preset = presets.get_level(e["level"])
+        group = ' class="group-start"' if previous_row is not None and preset.row != previous_row else ""
+        previous_row = preset.row
+        cells = [
+            f'<th scope="row" class="num">{e["level"]}</th>',
+            f'<td class="recipe">{html.escape(presets.BASE_PATH_LABELS[preset.base_path])}'
+            f'<span class="sub">{html.escape(preset.effect)} · LoRA {preset.lora_scale:g}</span></td>',
+            f'<td class="num">{e["images"]}</td>',
+        ]
+        if not e["images"]:
+            cells.append(f'<td class="not-run" colspan="{len(SUMMARY_COLUMNS)}">{html.escape(not_run_text(e))}</td>')
+        for c in SUMMARY_COLUMNS if e["images"] else ():
+            mean, spread = shown(e[c.key], c.decimals)
+            inner = f'<span class="mean">{mean}</span>' + (f'<span class="sd">{spread}</span>' if spread else "")
+            if e["level"] in best[c.key]:
+                cells.append(f'<td class="num best" title="best {html.escape(c.name)}"><strong>{inner}</strong></td>')
             else:
-                cap = f"{lv.level}: PSNR-Y {number(entry['psnr_y']):.2f} / SSIM-Y {number(entry['ssim_y']):.4f}"
-                parts.append(f"<div class='cell'>{img(r['thumbs'][str(lv.level)], cap)}{html.escape(cap)}</div>")
+                cells.append(f'<td class="num">{inner}</td>')
+        rows.append(f"<tr{group}>{''.join(cells)}</tr>")
+    return (
+        f'<div class="table-wrap"><table class="scores"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f'<p class="note">{html.escape(legend("highlighted"))}</p>'
+    )
+
+
+def monotonicity_html(mono: list[dict[str, Any]]) -> str:
+    checked = [m for m in mono if m["compared"]]
+    if not checked:
+        return f'<p class="note">{html.escape(MONOTONICITY_QUESTION)} Not checked: fewer than two levels of the same base path ran.</p>'
+    rows = "".join(
+        f"<tr><td>{html.escape(presets.BASE_PATH_LABELS[m['base_path']])}</td>"
+        f'<td class="num">{m["more_generative"]}</td><td class="num">{m["less_generative"]}</td>'
+        f'<td class="num">{m["more_generative_closer"]} of {m["compared"]}</td></tr>'
+        for m in checked
+    )
+    return (
+        f"<p>{html.escape(MONOTONICITY_QUESTION)}</p>"
+        '<div class="table-wrap"><table class="monotonicity"><thead><tr><th scope="col">Base path</th>'
+        '<th scope="col" class="num">More generative level</th><th scope="col" class="num">Less generative level</th>'
+        '<th scope="col" class="num">Images where it is closer</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
+
+
+def image_card_html(record: dict[str, Any]) -> str:
+    """One image: ground truth and input side by side with the 3×3 grid of levels (rows:
+    effect, columns: base path, both read from the presets), each captioned with its scores."""
+    w, h = record["size"]
+    blank_height = max(1, round(THUMB_WIDTH * h / w))
+    psnr_y, ssim_y = METRIC_BY_KEY["psnr_y"], METRIC_BY_KEY["ssim_y"]
+    cells = ['<div class="colhead"></div>']
+    cells += [f'<div class="colhead">{html.escape(presets.BASE_PATH_LABELS[b])}</div>' for b in presets.BASE_PATHS]
+    for effect in presets.EFFECTS:
+        cells.append(f'<div class="rowhead">{html.escape(effect)}</div>')
+        for preset in sorted((lv for lv in presets.LEVELS if lv.effect == effect), key=lambda lv: lv.column):
+            entry = record["levels"].get(str(preset.level))
+            if entry is None or entry["status"] != "ok":
+                why = "not requested" if entry is None else "not run"
+                cells.append(
+                    f'<figure class="thumb"><div class="blank" style="height:{blank_height}px">'
+                    f"level {preset.level}: {why}</div></figure>"
+                )
+                continue
+            scores = "<br>".join(
+                html.escape(f"{m.name} {number(entry[m.key]):.{m.decimals}f} {m.unit}".strip())
+                for m in (psnr_y, ssim_y)
+            )
+            cells.append(
+                f'<figure class="thumb">{_img(record["thumbs"][str(preset.level)], f"level {preset.level}")}'
+                f"<figcaption><b>Level {preset.level}</b><br>{scores}</figcaption></figure>"
+            )
+    return (
+        f'<section class="card"><h3>{html.escape(record["image"])} <span class="dim">{w}×{h}</span></h3>'
+        '<div class="card-body"><div class="pair">'
+        f'<figure class="thumb">{_img(record["gt_thumb"], "ground truth")}<figcaption>ground truth</figcaption></figure>'
+        f'<figure class="thumb">{_img(record["lr_thumb"], "input")}<figcaption>input (nearest-neighbour)</figcaption></figure>'
+        f'</div><div class="levels" style="grid-template-columns:max-content repeat({len(presets.BASE_PATHS)},'
+        f'max-content)">{"".join(cells)}</div></div></section>'
+    )
+
+
+def html_report(
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    mono: list[dict[str, Any]],
+    plot_paths: dict[str, Path],
+    title: str,
+) -> str:
+    """The self-contained report (images inlined as data URIs, no external resources): title,
+    the per-level table, the monotonicity check, the plots and every image's grid. All text
+    from file names and results is escaped."""
+    ran = [e["level"] for e in summary.values() if e["images"]]
+    meta = f"{len(records)} image{'s' if len(records) != 1 else ''} · levels {', '.join(map(str, ran)) or 'none'} ran"
+    parts = [
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
+        f'<header><h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p></header>',
+        "<section><h2>Scores per level</h2>",
+        summary_table_html(summary),
+        "</section><section><h2>Monotonicity</h2>",
+        monotonicity_html(mono),
+        "</section>",
+    ]
+    if plot_paths:
+        parts.append('<section><h2>Plots</h2><div class="plots">')
+        for name, path in plot_paths.items():
+            caption = PLOT_CAPTIONS.get(name, name)
+            parts.append(
+                f"<figure>{_img(base64.b64encode(path.read_bytes()).decode(), caption)}"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         parts.append("</div></section>")
-    parts.append("</body></html>")
+    parts.append("<section><h2>Images</h2>")
+    parts += [image_card_html(r) for r in records]
+    parts.append("</section></body></html>")
     return "".join(parts)
 
 
@@ -391,7 +683,7 @@ def write_outputs(out: Path, records: list[dict[str, Any]], args: argparse.Names
         )
     atomic_write(out / "summary.csv", buf.getvalue().encode())
     plot_paths = plots(summary, out) if any(e["images"] for e in summary.values()) else {}
-    atomic_write(out / "report.html", html_report(records, md, plot_paths, title).encode())
+    atomic_write(out / "report.html", html_report(records, summary, mono, plot_paths, title).encode())
     return md
 
 

@@ -3,10 +3,19 @@
 Limits are checked on the header before any pixel is decoded; EXIF orientation is applied;
 alpha is split off (upscaled separately and re-attached at compose time); grayscale, palette,
 CMYK and 16-bit inputs are normalised to 8-bit RGB with the original family remembered.
+
+Accepted formats are ``ACCEPTED_FORMATS``, all under the same byte limit, pixel limit (read
+from the header, before decoding) and EXIF orientation. HEIC/HEIF (phone photos) is read by
+pillow-heif, whose Pillow opener is registered by the first ISO-media input (an ``ftyp`` box),
+not at import; AVIF is read by Pillow itself. Animations and multi-page TIFFs are refused (one
+image in, one image out); a HEIF file holding several images is read as its primary image, the
+one every viewer shows. Formats people send that are not read (JPEG XL, PDF, SVG, camera raw,
+video, ...) are named in the error, from their magic bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -17,10 +26,50 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import presets
-from pipelines.errors import InputError
+from pipelines.errors import InputError, LabError
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
+# Pillow's format id → the name a person knows it by.
+ACCEPTED_FORMATS: dict[str, str] = {
+    "PNG": "PNG",
+    "JPEG": "JPEG",
+    "MPO": "JPEG (multi-picture)",
+    "HEIF": "HEIC/HEIF",
+    "AVIF": "AVIF",
+    "WEBP": "WebP",
+    "TIFF": "TIFF",
+    "BMP": "BMP",
+    "GIF": "GIF",
+}
+ALLOWED_FORMATS = tuple(ACCEPTED_FORMATS)
+ACCEPTED_NAMES = ", ".join(name for fmt, name in ACCEPTED_FORMATS.items() if fmt != "MPO")
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # several frames = an animation: refused
 MAX_INPUT_BYTES = 50 * 1024 * 1024
+
+# ISO base media files (HEIF, AVIF, MP4, ...) start with an ``ftyp`` box naming a brand.
+_REFUSED_BRANDS = {
+    b"crx ": "Canon raw (CR3)",
+    b"qt  ": "QuickTime video",
+    **{b: "MP4 video" for b in (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash")},
+    b"M4V ": "MP4 video",
+    b"3gp4": "3GP video",
+    b"3gp5": "3GP video",
+    b"jxl ": "JPEG XL",
+}
+# Magic bytes at the start of formats people send that this lab does not read.
+_REFUSED_MAGIC = (
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (b"%PDF", "PDF"),
+    (b"v/1\x01", "OpenEXR"),
+    (b"#?RADIANCE", "Radiance HDR"),
+    (b"#?RGBE", "Radiance HDR"),
+    (b"FUJIFILMCCD-RAW", "Fujifilm raw (RAF)"),
+    (b"II*\x00\x10\x00\x00\x00CR", "Canon raw (CR2)"),
+    (b"IIRO", "Olympus raw (ORF)"),
+    (b"IIU\x00", "Panasonic raw (RW2)"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+)
 
 
 @dataclass(frozen=True)
@@ -73,15 +122,67 @@ def load_image(
     return _decode(data, max_pixels=max_pixels)
 
 
+def refused_format(data: bytes) -> str | None:
+    """The name of a format this lab does not read, recognised from ``data``'s first bytes
+    (JPEG XL, PDF, SVG, HTML, camera raw, video, archives, ...); None when not one of them."""
+    if data[4:8] == b"ftyp":
+        return _REFUSED_BRANDS.get(data[8:12])
+    for magic, name in _REFUSED_MAGIC:
+        if data.startswith(magic):
+            return name
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "SVG"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+@functools.cache
+def enable_heif() -> None:
+    """Register pillow-heif's HEIF opener with Pillow, once.
+
+    :func:`load_image` calls it for the first ISO-media input (``ftyp``); it is public for code
+    that hands files to ``PIL.Image.open`` itself (an upload widget, the evaluation's ground
+    truths). Raises LabError when pillow-heif is not installed.
+    """
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise LabError("HEIC/HEIF input needs the pillow-heif package (see requirements.txt)") from exc
+    # No thumbnails or depth maps: only the primary image is ever decoded.
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+
+def _pages(img: Image.Image) -> int:
+    """Pages of a TIFF, not counting reduced-resolution copies (thumbnails/previews: bit 0 of
+    NewSubfileType). Reads the page headers only."""
+    frames = int(getattr(img, "n_frames", 1))
+    if frames == 1:
+        return 1
+    pages = 0
+    for i in range(frames):
+        img.seek(i)
+        if not int(getattr(img, "tag_v2", {}).get(254, 0)) & 1:
+            pages += 1
+    img.seek(0)
+    return pages
+
+
 def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
     digest = hashlib.sha256(data).hexdigest()
+    refused = refused_format(data)
+    if refused is not None:
+        raise InputError(f"{refused} files are not supported; accepted formats: {ACCEPTED_NAMES}")
+    if data[4:8] == b"ftyp":  # HEIF, or AVIF with brands pillow-heif's opener declines
+        enable_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "?"
             if fmt not in ALLOWED_FORMATS:
-                raise InputError(f"{fmt} images are not supported; use one of {ALLOWED_FORMATS}")
+                raise InputError(f"{fmt} images are not supported; accepted formats: {ACCEPTED_NAMES}")
             w, h = img.size
             if w < 1 or h < 1:
                 raise InputError(f"image has no pixels ({w}×{h})")
@@ -91,8 +192,12 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
                     f"{max_pixels / 1e6:.0f} MP (refused before decoding)"
                 )
             frames = int(getattr(img, "n_frames", 1))
-            if frames > 1 and fmt in ("GIF", "PNG", "WEBP"):
+            if frames > 1 and fmt in ANIMATED_FORMATS:
                 raise InputError(f"animated images are not supported (this {fmt} has {frames} frames)")
+            if fmt == "TIFF" and (pages := _pages(img)) > 1:
+                raise InputError(
+                    f"a multi-page TIFF ({pages} pages) is not supported: save the page you want as its own file"
+                )
             img.load()
     except InputError:
         raise
@@ -102,7 +207,7 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
             "(a decompression bomb?); refused before decoding"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise InputError("the file is not a recognised image (PNG, JPEG, WebP, ...)") from exc
+        raise InputError(f"the file is not a recognised image (accepted formats: {ACCEPTED_NAMES})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"the image is truncated or corrupt: {exc}") from exc
     quality = None

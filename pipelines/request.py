@@ -322,6 +322,20 @@ def _simplest_between(lo: Fraction, hi: Fraction) -> Fraction:
     return fl + 1 / rest
 
 
+def follow_ratio(ratio: Fraction, *, width: int | None = None, height: int | None = None) -> tuple[int, int]:
+    """The one sizing rule: exactly one of ``width``/``height`` is given, the other side is it
+    times ``ratio`` (width / height, see :func:`simplest_ratio`), rounded, at least 1 px.
+
+    ``width``, ``height`` and ``min_length`` (which sets the shorter side) all go through it,
+    so ``height: 1000`` and ``min_length: 1000`` give the same size on a landscape photo.
+    """
+    if width is not None and height is None:
+        return (width, max(1, round(width / ratio)))
+    if height is not None and width is None:
+        return (max(1, round(height * ratio)), height)
+    raise ValueError(f"follow_ratio: give exactly one of width and height, got {width=}, {height=}")
+
+
 def _resolve(field: str, value: Length, reference: int) -> int:
     px = value.of(reference) if isinstance(value, Percent) else value
     if px < 1:
@@ -355,10 +369,7 @@ def plan_size(
         box_ratio = Fraction(aw, ah)
         fit_inside = request.fit in ("canvas", "bounds")
         width_limited = (box_ratio <= ratio) if fit_inside else (box_ratio >= ratio)
-        if width_limited:
-            content = (aw, max(1, round(aw / ratio)))
-        else:
-            content = (max(1, round(ah * ratio)), ah)
+        content = follow_ratio(ratio, width=aw) if width_limited else follow_ratio(ratio, height=ah)
         if request.fit == "crop":
             crop = _centre_crop(iw, ih, box_ratio)
             content = (aw, ah)
@@ -368,18 +379,18 @@ def plan_size(
             canvas = (content[0] + 2 * pad, content[1] + 2 * pad)
     else:
         if w_req is not None:
-            cw = w_req - 2 * pad
-            content = (cw, max(1, round(cw / ratio)))
+            content = follow_ratio(ratio, width=w_req - 2 * pad)
         elif h_req is not None:
-            ch = h_req - 2 * pad
-            content = (max(1, round(ch * ratio)), ch)
+            content = follow_ratio(ratio, height=h_req - 2 * pad)
         else:
-            if request.min_length is not None:
-                factor = max(1.0, request.min_length / min(iw, ih))
+            if request.min_length is not None and request.min_length > min(iw, ih):
+                # The shorter side set to min_length is a width or height request: same rule.
+                ml = request.min_length
+                content = follow_ratio(ratio, width=ml) if iw < ih else follow_ratio(ratio, height=ml)
             else:
-                factor = presets.DEFAULT_SCALE_PERCENT / 100.0
-            # A pure scale factor needs no ratio: both sides scale by it.
-            content = (max(1, round(iw * factor)), max(1, round(ih * factor)))
+                factor = 1.0 if request.min_length is not None else presets.DEFAULT_SCALE_PERCENT / 100.0
+                # A pure scale factor needs no ratio: both sides scale by it.
+                content = (max(1, round(iw * factor)), max(1, round(ih * factor)))
             if request.padding is not None and isinstance(request.padding, Percent):
                 pad = request.padding.of(max(content))
         if content[0] < 1 or content[1] < 1:

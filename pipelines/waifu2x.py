@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
-import os
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +37,7 @@ from PIL import Image
 
 from pipelines.convert import pil_to_tensor, tensor_to_pil
 from pipelines.errors import ModelMissingError, OutOfMemoryError, WeightsError
-from pipelines.realesrgan import NCNN_FP16_TAG, NCNN_FP32_TAG, _sha256, cache_dir, count_parameters
+from pipelines.realesrgan import NCNN_FP16_TAG, NCNN_FP32_TAG, cache_dir, cached_conversion
 from pipelines.tiling import run_crop_tiled
 
 log = logging.getLogger(__name__)
@@ -207,71 +204,18 @@ def convert_ncnn(param_path: Path, bin_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _cached_conversion(
-    stem: str, source: Path, convert: Callable[[], dict[str, torch.Tensor]], expected_parameters: int, folder: Path
-) -> Path:
-    """The safetensors file ``folder/stem.safetensors``, (re)built by ``convert`` when it is
-    missing, unreadable, fails its sha256, or was made from other source bytes or another
-    conversion version. The record ``stem.json`` beside it holds both checksums.
-
-    Raises WeightsError when the conversion's parameter count is wrong or the folder is not
-    writable.
-    """
-    from safetensors.torch import load_file, save_file
-
-    target = folder / f"{stem}.safetensors"
-    meta_path = folder / f"{stem}.json"
-    source_sha = _sha256(source)
-    if target.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if (
-                meta.get("source_sha256") == source_sha
-                and meta.get("version") == CONVERSION_VERSION
-                and meta.get("sha256") == _sha256(target)
-            ):
-                return target
-            log.warning("cached conversion %s does not match its record; rebuilding", target.name)
-        except (OSError, ValueError) as exc:
-            log.warning("cached conversion %s unreadable (%s); rebuilding", target.name, exc)
-    state = convert()
-    n = count_parameters(state)
-    if n != expected_parameters:
-        raise WeightsError(f"{stem}: conversion gave {n} parameters, expected {expected_parameters}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        save_file(state, str(tmp))
-        load_file(str(tmp))  # verify it reads back before publishing it
-        os.replace(tmp, target)
-        meta = {
-            "version": CONVERSION_VERSION,
-            "source": f"{WHEEL}:{source.name}",
-            "source_sha256": source_sha,
-            "sha256": _sha256(target),
-            "parameters": n,
-        }
-        tmp_meta = meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_meta, meta_path)
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot write the converted weights to {folder} ({exc.strerror}); set UPSCALE_LAB_CACHE to a writable folder"
-        ) from exc
-    log.info("converted %s (%d parameters) to %s", source.name, n, target)
-    return target
-
-
 def converted(noise_level: int | None, folder: Path | None = None) -> Path:
     """Path of the cached, verified safetensors conversion of one photo model (None = the
     plain ×2); converts (again) when missing or corrupt. Raises ModelMissingError / WeightsError."""
     param, binf = wheel_files(noise_level)
-    return _cached_conversion(
+    return cached_conversion(
         model_name(noise_level).lower(),
         binf,
         lambda: convert_ncnn(param, binf),
         EXPECTED_PARAMETERS,
         folder or cache_dir(),
+        label=f"{WHEEL}:{binf.name}",
+        version=CONVERSION_VERSION,
     )
 
 

@@ -139,3 +139,175 @@ def test_two_processes_give_the_same_table(dataset, tiny_dir, tmp_path):
         for k in ("psnr_y", "ssim_y", "lr_consistency"):
             assert a["levels"][n][k]["mean"] == pytest.approx(b["levels"][n][k]["mean"], abs=0.02), (n, k)
     shutil.rmtree(two)
+
+
+# --------------------------------------------------------------------------- the HTML report
+
+
+class Node:
+    """An element of a parsed page: ``tag``, ``attrs`` and children (nodes and text)."""
+
+    def __init__(self, tag: str, attrs: dict[str, str | None]) -> None:
+        self.tag, self.attrs, self.children = tag, attrs, []
+
+    @property
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def find_all(self, tag: str, cls: str | None = None) -> list["Node"]:
+        found = []
+        for c in self.children:
+            if isinstance(c, Node):
+                if c.tag == tag and (cls is None or cls in c.classes):
+                    found.append(c)
+                found += c.find_all(tag, cls)
+        return found
+
+
+def parse_html(page: str) -> Node:
+    from html.parser import HTMLParser
+
+    void = {"meta", "img", "br", "link", "input", "hr", "col", "source"}
+    root = Node("document", {})
+
+    class Builder(HTMLParser):
+        stack = [root]
+
+        def handle_starttag(self, tag, attrs):
+            node = Node(tag, dict(attrs))
+            self.stack[-1].children.append(node)
+            if tag not in void:
+                self.stack.append(node)
+
+        def handle_endtag(self, tag):
+            while len(self.stack) > 1 and self.stack.pop().tag != tag:
+                pass
+
+        def handle_data(self, data):
+            self.stack[-1].children.append(data)
+
+    Builder().feed(page)
+    return root
+
+
+def synthetic_records() -> list[dict]:
+    """Two images' results with known winners: PSNR-Y best at level 9, SSIM-Y and time at
+    level 1, LR-consistency at level 4; level 2 not run; level 8 is the baseline (inf)."""
+    import presets
+
+    thumb = evaluate.thumbnail(Image.new("RGB", (8, 6), (90, 120, 200)), width=8)
+    records = []
+    for i, name in enumerate(["CSun_Hays80__a<b>&c", "CSun_Hays80__z"]):
+        levels = {}
+        for n in presets.LEVEL_NUMBERS:
+            if n == 2:
+                levels["2"] = {"status": "not run", "reason": "missing weights: sd15"}
+                continue
+            levels[str(n)] = {
+                "status": "ok",
+                "psnr_y": 20.0 + n + 0.5 * i,
+                "ssim_y": 0.9 - 0.01 * n,
+                "psnr_rgb": 18.0 + 0.1 * n,
+                "ssim_rgb": 0.8,  # every level ties: nothing to mark
+                "lr_consistency": 35.0 if n == 4 else 30.0 + 0.1 * i,
+                "psnr_vs_bicubic": "inf" if n == presets.BASELINE_LEVEL else 20.0 + n,
+                "seconds": 1.0 + n,
+            }
+        records.append(
+            {
+                "image": name,
+                "path": f"CSun_Hays80/{name}.png",
+                "size": [8, 6],
+                "seed": i,
+                "levels": levels,
+                "thumbs": {k: thumb for k, v in levels.items() if v["status"] == "ok"},
+                "gt_thumb": thumb,
+                "lr_thumb": thumb,
+            }
+        )
+    return records
+
+
+def test_html_report_renders_a_real_table(tmp_path):
+    """Issue 15: the report showed Markdown as raw text (``### title``, a monospace pipe table)."""
+    import argparse
+    import re
+
+    import presets
+
+    args = argparse.Namespace(levels=list(presets.LEVEL_NUMBERS), folders=["data/CSun_Hays80"], scale=4)
+    evaluate.write_outputs(tmp_path, synthetic_records(), args, evaluate.Degradation(jpeg=30))
+    page = (tmp_path / "report.html").read_text()
+    doc = parse_html(page)
+    title = "CSun_Hays80 ×4 (degradation: JPEG q30)"
+    assert [h.text() for h in doc.find_all("h1")] == [title]
+    assert "###" not in page and "|---" not in page and not doc.find_all("pre")
+
+    (table,) = doc.find_all("table", "scores")
+    heads = table.find_all("thead")[0].find_all("th")
+    columns = evaluate.SUMMARY_COLUMNS
+    assert [h.text() for h in heads[:3]] == ["Level", "Recipe", "Images"] and len(heads) == 3 + len(columns)
+    for head, column in zip(heads[3:], columns, strict=True):
+        assert head.text().startswith(column.name) and column.unit in head.text()  # "PSNR-Y↑dB", "Time↓s / image"
+    assert "dB" in heads[3].text() and "s / image" in heads[-1].text()
+
+    rows = table.find_all("tbody")[0].find_all("tr")
+    assert [r.find_all("th")[0].text() for r in rows] == [str(n) for n in presets.LEVEL_NUMBERS]
+    by_level = {int(r.find_all("th")[0].text()): r.find_all("td") for r in rows}
+    assert "not run on 2 images: missing weights: sd15" in by_level[2][-1].text()
+    for level, cells in by_level.items():
+        if level == 2:
+            continue
+        for cell, column in zip(cells[2:], columns, strict=True):  # after recipe and images
+            assert "num" in cell.classes  # right-aligned (see .num in the style sheet)
+            mean = cell.find_all("span", "mean")[0].text()
+            assert mean == "inf" or re.fullmatch(rf"\d+\.\d{{{column.decimals}}}", mean), (level, column.key, mean)
+    assert re.search(r"\.num\{[^}]*text-align:right", page)
+
+    def best(key: str) -> list[int]:
+        i = [c.key for c in columns].index(key)
+        return [lv for lv, cells in by_level.items() if lv != 2 and "best" in cells[2 + i].classes]
+
+    assert best("psnr_y") == [9]  # higher is better
+    assert best("ssim_y") == [1]
+    assert best("lr_consistency") == [4]
+    assert best("seconds") == [1]  # lower is better
+    assert best("psnr_vs_bicubic") == []  # a distance from the baseline: no direction
+    assert best("ssim_rgb") == []  # all tied
+    assert by_level[9][2].find_all("strong")  # marked in bold, not only by colour
+
+    names = [h.text() for h in doc.find_all("h3")]
+    assert names[0].startswith("CSun_Hays80__a<b>&c")  # escaped: text, not a <b> element
+    assert not doc.find_all("script") and not doc.find_all("link")
+    images = doc.find_all("img")
+    assert len(images) >= 2 * 10 and all(i.attrs["src"].startswith("data:image/png;base64,") for i in images)
+    markdown = (tmp_path / "summary.md").read_text()  # the Markdown file keeps its Markdown, bold winners
+    assert markdown.startswith(f"### {title}") and "**29.25 ± 0.25**" in markdown
+
+
+def test_plots_against_level_are_padded():
+    """Issue 15: the last level's point and error bar were cut at the right edge (the ticks
+    1..9 set the axis limits when only the last levels ran)."""
+    from types import SimpleNamespace
+
+    import presets
+    from pipelines.report import LEVEL_AXIS_PAD, scores_figure
+
+    summary = evaluate.aggregate(synthetic_records(), [7, 8, 9])
+    wanted = (presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)
+    assert LEVEL_AXIS_PAD >= 0.3
+    for ax in evaluate.scores_vs_level_figure(summary).axes:
+        assert ax.get_xlim() == pytest.approx(wanted)
+    levels = [
+        SimpleNamespace(
+            level=n,
+            status="ok",
+            metrics={"psnr_vs_bicubic": 30.0 + n, "ssim_vs_bicubic": 0.9, "lr_consistency": 35.0},
+        )
+        for n in (7, 8, 9)
+    ]
+    for ax in scores_figure(SimpleNamespace(levels=levels)).axes:
+        assert ax.get_xlim() == pytest.approx(wanted)

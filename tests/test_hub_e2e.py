@@ -148,7 +148,7 @@ def test_a_cache_filled_by_the_space_preload_serves_an_offline_app(hub, tmp_path
                 assert app.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()[-3000:]
                 time.sleep(0.5)
         photo = small_photo(tmp_path).read_bytes()
-        for strength in (1, 5):  # strong and medium, each through the diffusion weights
+        for strength in range(1, 7):  # every generative level, each through the diffusion weights
             body = json.dumps(
                 {"image_base64": base64.b64encode(photo).decode(), "width": 96, "upscale_strength": strength, "seed": 1}
             )

@@ -88,3 +88,30 @@ def test_scores_at_nine_megapixels_stay_in_flat_memory():
     t.join()
     assert 0 < scores["ssim_vs_bicubic"] < 0.1 and scores["psnr_vs_bicubic"] < 10  # two unrelated noise images
     assert peak[0] - start < 300e6  # a whole-image float64 copy alone is 216 MB; before: +1.47 GB
+
+
+def test_lr_consistency_compares_at_the_smaller_size():
+    """Issue 15: width 400 on a 1024×768 photo scored about 25 dB at every level, because the
+    output was scaled *up* to the input's size. Now both meet at the smaller size."""
+    from PIL import ImageDraw
+    from skimage import data
+
+    from pipelines.metrics import downscale
+
+    photo = Image.fromarray(data.astronaut()).resize((256, 192), Image.Resampling.LANCZOS)
+
+    def altered(image: Image.Image) -> Image.Image:
+        out = image.copy()
+        w, h = out.size
+        ImageDraw.Draw(out).rectangle((w // 4, h // 4, w // 2, h // 2), fill=(255, 0, 255))
+        return out
+
+    smaller = downscale(photo, (100, 75))  # a "width: 100" output that only resizes
+    assert lr_consistency(smaller, photo) == math.inf
+    assert lr_consistency(altered(smaller), photo) < 25
+
+    low = downscale(photo, (64, 48))  # an upscale: compared at the input's size, as before
+    larger = low.resize((256, 192), Image.Resampling.BICUBIC)
+    assert lr_consistency(larger, low) > 30
+    assert lr_consistency(altered(larger), low) < 25
+    assert lr_consistency(photo, photo) == math.inf

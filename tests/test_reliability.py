@@ -57,7 +57,7 @@ def png_bomb(width: int, height: int) -> bytes:
         ("truncated jpeg", encode(photo(), "JPEG")[:400], "truncated or corrupt"),
         ("text named .png", b"hello, I am not an image" * 10, "not a recognised image"),
         ("bomb", png_bomb(100_000, 100_000), "refused before decoding"),
-        ("pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "not a recognised image"),
+        ("pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "PDF files are not supported"),
     ],
 )
 def test_bad_files_are_refused_clearly(name, data, message):

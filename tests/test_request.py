@@ -36,8 +36,21 @@ def test_percent_padding_and_min_length():
     assert p.canvas == (1000, 1000) and p.content == (900, 600)
     p2 = plan({"width": 1000, "padding": "10%"})
     assert p2.content[0] == 800 and p2.canvas == (1000, p2.content[1] + 200)
-    assert plan({"min_length": 1000}).content == (1499, 1000)
     assert plan({"min_length": 100}).content == (640, 427)  # already long enough: no shrink
+
+
+def test_min_length_follows_the_same_rule_as_width_and_height():
+    """Issue 15: on the bundled 640×427 photo ``height: 1000`` gave 1500×1000 but
+    ``min_length: 1000`` gave 1499×1000. Setting the shorter side is a height (landscape) or a
+    width (portrait) request, for every size."""
+    assert plan({"min_length": 1000}).canvas == plan({"height": 1000}).canvas == (1500, 1000)
+    portrait = (427, 640)
+    assert plan({"min_length": 1000}, portrait).canvas == plan({"width": 1000}, portrait).canvas == (1000, 1500)
+    assert plan({"min_length": 1000}, (500, 500)).canvas == (1000, 1000)
+    for iw, ih in [(640, 427), (427, 640), (1023, 767), (333, 1000), (1920, 1080), (641, 641)]:
+        for ml in (min(iw, ih) + 1, min(iw, ih) * 2 + 1, 2047):
+            side = "height" if iw >= ih else "width"
+            assert plan({"min_length": ml}, (iw, ih)) == plan({side: ml}, (iw, ih)), (iw, ih, ml)
 
 
 def test_simplest_ratio():

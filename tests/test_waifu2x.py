@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pipelines import waifu2x
+from pipelines import realesrgan, waifu2x
 from pipelines.errors import WeightsError
 from pipelines.metrics import psnr, sr_scores
 
@@ -34,7 +34,7 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
 def test_conversion_reads_every_byte(level):
     param, binf = waifu2x.wheel_files(level)
     state = waifu2x.convert_ncnn(param, binf)  # raises if any byte is left unread
-    assert waifu2x.count_parameters(state) == waifu2x.EXPECTED_PARAMETERS == 552_483
+    assert realesrgan.count_parameters(state) == waifu2x.EXPECTED_PARAMETERS == 552_483
     # 7 tags + fp16 weights + float32 biases: the file size, to the byte
     weights = sum(v.numel() for k, v in state.items() if k.endswith("weight"))
     biases = sum(v.numel() for k, v in state.items() if k.endswith("bias"))
