@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,30 @@ def record(name: str, data: dict) -> None:
     doc[name] = data
     path.write_text(json.dumps(doc, indent=2))
     print(name, data)
+
+
+@contextmanager
+def started_app(env: dict[str, str], log_path: Path, *, timeout: float = 300):
+    """``app.py`` started as a user starts it (its own process, ``env`` with ``PORT``), yields
+    its URL once it answers, and is stopped on exit. Its output goes to ``log_path``, shown if
+    it dies or never answers."""
+    import subprocess
+    import time
+    import urllib.request
+
+    url = f"http://127.0.0.1:{env['PORT']}"
+    with log_path.open("w") as log:
+        app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/", timeout=10)
+                    break
+                except OSError:
+                    assert app.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.5)
+            yield url
+        finally:
+            app.terminate()
+            app.wait(60)

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -127,26 +126,13 @@ def preload(hub: FakeHub, home: Path) -> None:
 
 
 def test_a_cache_filled_by_the_space_preload_serves_an_offline_app(hub, tmp_path):
-    from conftest import free_port
+    from conftest import free_port, started_app
 
     home = tmp_path / "space_hf"
     preload(hub, home)
     port = free_port()
     env = child_env(HF_HOME=str(home), HF_HUB_OFFLINE="1", PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    log = (tmp_path / "app.log").open("w")
-    app = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "/", timeout=10)
-                break
-            except OSError:
-                assert app.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()[-3000:]
-                time.sleep(0.5)
+    with started_app(env, tmp_path / "app.log") as url:
         photo = small_photo(tmp_path).read_bytes()
         for strength in range(1, 7):  # every generative level, each through the diffusion weights
             body = json.dumps(
@@ -159,10 +145,6 @@ def test_a_cache_filled_by_the_space_preload_serves_an_offline_app(hub, tmp_path
                 answer = json.loads(resp.read())
             assert answer["level"] == strength and answer["width"] == 96
             assert answer["manifest"]["levels"][0]["status"] == "ok"
-    finally:
-        app.terminate()
-        app.wait(60)
-        log.close()
 
 
 def test_fetch_weights_in_the_lab(hub, tmp_path, monkeypatch):

@@ -9,8 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,27 +30,14 @@ def test_the_readme_marks_its_examples():
 @pytest.fixture(scope="module")
 def fresh_lab(tmp_path_factory):
     """app.py as a user starts it, on a free port, with an empty hub cache and no hub."""
-    from conftest import free_port
+    from conftest import free_port, started_app
 
     port = free_port()
     home = tmp_path_factory.mktemp("fresh_hf")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(home), HF_HUB_OFFLINE="1", PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    log = (home / "app.log").open("w")
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            urllib.request.urlopen(url + "/", timeout=10)
-            break
-        except OSError:
-            assert app.poll() is None and time.monotonic() < deadline, (home / "app.log").read_text()[-3000:]
-            time.sleep(0.5)
-    yield url
-    app.terminate()
-    app.wait(60)
-    log.close()
+    with started_app(env, home / "app.log") as url:
+        yield url
 
 
 @pytest.mark.parametrize("index", range(len(examples())))
