@@ -29,13 +29,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 import presets
 from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult
@@ -469,13 +470,26 @@ async def run_grid(
                     estimate = item
             if fresh and not work.done():
                 yield partial_outputs(ready, estimate)
-    except asyncio.CancelledError:
-        await stop_worker(cancel, work)
-        raise
-    yield work.result()
+        final = work.result()
+    finally:
+        # cancelled while waiting (CancelledError) or closed while paused at a yield
+        # (gradio's /cancel acloses the generator: GeneratorExit): stop the engine either way
+        if not work.done():
+            await stop_worker(cancel, work)
+    yield final
 
 
 STREAM_POLL_S = 0.25
+
+
+def preview(level: LevelResult, cell: tuple[int, int]) -> LevelResult:
+    """The level with its image shrunk to the grid cell: partial updates stay small whatever
+    the output size (the last update carries the full-size images)."""
+    if level.image is None or level.image.width <= cell[0]:
+        return level
+    small = level.image.copy()
+    small.thumbnail(cell, Image.Resampling.LANCZOS)
+    return replace(level, image=small)
 
 
 def partial_outputs(ready: dict[int, LevelResult], estimate: float | None) -> tuple[Any, ...]:
@@ -490,7 +504,7 @@ def partial_outputs(ready: dict[int, LevelResult], estimate: float | None) -> tu
         if got is None:
             items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe}\nrunning…"))
         else:
-            items.extend(level_items([got], cell))
+            items.extend(level_items([preview(got, cell)], cell))
     note = f"{len(ready)} of {len(presets.LEVELS)} levels ready"
     if estimate:
         note += f" · estimated ~{estimate:.0f} s in all on {get_engine().device_label()}"
@@ -619,7 +633,13 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 with gr.Tab("Upload"):
-                    image_in = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=280)
+                    image_in = gr.Image(
+                        type="filepath",
+                        image_mode=None,  # the file as sent: alpha, grayscale and a JPEG's quality survive
+                        label="Photo",
+                        sources=["upload", "clipboard"],
+                        height=280,
+                    )
                 with gr.Tab("URL"):
                     url_in = gr.Textbox(label="Image URL (http/https, public hosts only)", placeholder="https://…")
                 gr.Examples(
@@ -794,6 +814,8 @@ def add_rest(api: FastAPI) -> None:
         try:
             data = json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"malformed JSON: {exc}")
+        except ValueError as exc:  # e.g. an integer of thousands of digits
             return _error(400, f"malformed JSON: {exc}")
         except RecursionError:
             return _error(400, "malformed JSON: nested too deeply")

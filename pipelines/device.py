@@ -43,7 +43,9 @@ def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[to
             raise ValueError("device: 'mps' was asked for but MPS is not available")
     if dtype is None:
         if dev.type == "cuda":
-            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # native bf16 only (Ampere and later): a T4 would emulate it, slowly
+            with torch.cuda.device(dev):
+                dt = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         elif dev.type == "mps":
             dt = torch.float16
         else:

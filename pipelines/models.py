@@ -303,8 +303,14 @@ def load_refiner(models: DiffusionModels, device: torch.device, dtype: torch.dty
     pipe = _load(
         "sd15",
         sd_path,
+        # loaded in fp32, cast afterwards by refiner_from_parts: the VAE must keep its fp32
+        # weights (a bf16/fp16 load would round them, and casting back cannot undo that)
         lambda: StableDiffusionPipeline.from_pretrained(
-            str(sd_path), dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            str(sd_path),
+            dtype=torch.float32,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         ),
     )
     if lora_path.is_file():

@@ -144,6 +144,9 @@ def _check_strength(value: object) -> int:
     return value
 
 
+MAX_PERCENT = 100_000.0  # ×1000: far beyond the output-pixel limit for any input
+
+
 def parse_length(field: str, value: object, *, allow_zero: bool = False) -> Length:
     """Parse pixels (int) or a percentage string ``"N%"``; raises RequestError naming ``field``."""
     low = 0 if allow_zero else 1
@@ -160,6 +163,8 @@ def parse_length(field: str, value: object, *, allow_zero: bool = False) -> Leng
         pct = float(m.group(1))
         if pct <= 0 and not allow_zero:
             raise RequestError(field, f"percentage must be > 0%, got {value!r}")
+        if pct > MAX_PERCENT:  # larger would overflow before the output-size limit could say so
+            raise RequestError(field, f"percentage must be at most {MAX_PERCENT:g}%, got {value!r}")
         return Percent(pct)
     raise RequestError(field, f"must be an integer number of pixels or 'N%', got {value!r}")
 

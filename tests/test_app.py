@@ -215,3 +215,13 @@ def test_grid_fills_in_as_levels_finish_with_an_estimate(client):
         assert "running" not in captions[lv - 1] and "PSNR" in captions[lv - 1]
     assert "levels ready" in first_note and "estimated ~" in first_note
     assert len(final[0]) == 9 and all("running" not in item["caption"] for item in final[0])
+
+
+def test_rest_huge_numbers_are_clear_errors(lab_server):
+    """A 5000-digit integer and a percentage beyond any size are answered 400/422, not 500."""
+    status, _, body = post(lab_server + "/api/v1/upscale", b'{"width": ' + b"9" * 5000 + b"}")
+    assert status == 400 and b"malformed JSON" in body
+    status, _, body = post(
+        lab_server + "/api/v1/upscale", {"image_base64": b64_photo(), "width": "1" + "0" * 400 + "%"}
+    )
+    assert status == 422 and json.loads(body)["field"] == "width"

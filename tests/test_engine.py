@@ -365,3 +365,17 @@ def test_bases_are_held_as_8_bit_and_padded_like_torch():
     got = pad_replicate(u8, 6, 3)
     assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
     assert torch.equal(as_unit_float(u8), u8.float() / 255)
+
+
+def test_the_vae_keeps_fp32_weights_under_bf16(tiny_models):
+    """Under bf16 the UNet runs in bf16 but the VAE's weights are the file's fp32 values (a bf16
+    load would round them, and casting back cannot undo that)."""
+    import torch
+
+    from pipelines.models import load_refiner
+
+    cpu = torch.device("cpu")
+    fp32, bf16 = (load_refiner(tiny_models, cpu, dt) for dt in (torch.float32, torch.bfloat16))
+    assert next(bf16.unet.parameters()).dtype == torch.bfloat16
+    for (name, a), (_, b) in zip(fp32.vae.state_dict().items(), bf16.vae.state_dict().items(), strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b), name
