@@ -30,6 +30,19 @@ def require_chromium() -> None:
         pytest.skip("Debian's chromium is not installed (bash scripts/setup.sh --dev installs it)")
 
 
+def start_long_run(p, lab_server: str, run_outcomes):
+    """A browser page that starts a nine-level run long enough (1024 px with the tiny models)
+    to act on mid-run; returns (browser, page) once the engine is running."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    page = browser.new_page()
+    page.goto(lab_server + "/")
+    page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+    page.locator("#width-in input").fill("1024")
+    page.get_by_role("button", name="Run all nine levels").click()
+    run_outcomes.wait_started()
+    return browser, page
+
+
 @pytest.mark.browser
 def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
     require_chromium()
@@ -92,13 +105,7 @@ def test_closing_the_page_stops_the_run(lab_server, run_outcomes):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        page.goto(lab_server + "/")
-        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
-        page.locator("#width-in input").fill("1024")  # long enough with the tiny models to close mid-run
-        page.get_by_role("button", name="Run all nine levels").click()
-        run_outcomes.wait_started()
+        browser, page = start_long_run(p, lab_server, run_outcomes)
         t = time.monotonic()
         page.close()
         browser.close()
@@ -115,13 +122,7 @@ def test_cancel_button_stops_the_run(lab_server, run_outcomes):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        page.goto(lab_server + "/")
-        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
-        page.locator("#width-in input").fill("1024")
-        page.get_by_role("button", name="Run all nine levels").click()
-        run_outcomes.wait_started()
+        browser, page = start_long_run(p, lab_server, run_outcomes)
         t = time.monotonic()
         page.get_by_role("button", name="Cancel").click()
         stopped_in = time.monotonic() - t + run_outcomes.wait_done()
