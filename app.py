@@ -20,7 +20,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 import os
 import queue
 import secrets
@@ -43,18 +42,18 @@ from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, enable_heif, load_image
-from pipelines.metrics import METRICS
+from pipelines.metrics import LEVEL_METRICS, caption_scores, json_number
 from pipelines.models import download_models, hub_offline
 from pipelines.report import (
+    TABLE_COLUMNS,
     change_heatmap,
-    format_value,
     metrics_rows,
     placeholder,
     png_bytes,
     scores_figure,
     zip_run,
 )
-from pipelines.request import FITS, UpscaleRequest, parse_request
+from pipelines.request import FITS, RequestFields, UpscaleRequest, draw_seed, parse_request
 
 log = logging.getLogger("upscale-lab.app")
 
@@ -64,8 +63,7 @@ EXAMPLES = [
     [str(ROOT / "examples" / "rocket_640x427.png")],
     [str(ROOT / "examples" / "chelsea_q25.jpg")],
 ]
-MAX_UPLOAD_BYTES = presets.MAX_UPLOAD_BYTES
-MAX_UPLOAD = f"{MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
+MAX_UPLOAD = f"{presets.MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
 QUEUE_MAX = int(os.environ.get("UPSCALE_LAB_QUEUE_MAX", "16"))
 RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
 API_KEY_ENV = "UPSCALE_LAB_API_KEY"
@@ -243,18 +241,18 @@ class UIInput:
 
     def run(
         self,
-        extra: dict[str, Any],
+        fields: RequestFields,
         request: gr.Request,
         progress: Any,
         cancel: threading.Event | None = None,
         on_level: Callable[[LevelResult], None] | None = None,
         on_estimate: Callable[[float | None], None] | None = None,
     ) -> RunResult:
-        """Build the request, load the image, estimate its time on this device, run the
-        engine (the progress bar follows the estimate when there is one); our errors become
-        gr.Error."""
+        """Build the request from ``fields`` (see :meth:`fields`), load the image, estimate
+        its time on this device, run the engine (the progress bar follows the estimate when
+        there is one); our errors become gr.Error."""
         try:
-            req = parse_request({**self.request_json(), **extra})
+            req = fields.build()
             loaded = self.load()
             estimate = get_engine().estimate_seconds(loaded.size, req)
             if on_estimate is not None:
@@ -264,28 +262,32 @@ class UIInput:
         except LabError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def request_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"fit": self.fit}
-        for key, text in (("width", self.width), ("height", self.height), ("padding", self.padding)):
-            text = (text or "").strip()
-            if text:
-                data[key] = int(text) if text.lstrip("-").isdigit() else text
-        if self.prompt.strip():
-            data["background"] = {"generate": {"adapter_type": "upscale", "description": self.prompt}}
-        if self.negative_prompt.strip():
-            data["negative_prompt"] = self.negative_prompt
-        if self.random_seed or self.seed is None:
-            data["seed"] = secrets.randbelow(2**32)
-        else:
-            if float(self.seed) != int(self.seed):
-                raise RequestError("seed", f"must be a whole number, got {self.seed}")
-            data["seed"] = int(self.seed)
-        return data
+    def fields(
+        self,
+        *,
+        upscale_strength: int | None = None,
+        generative_upscale: bool | None = None,
+        levels: tuple[int, ...] | None = None,
+    ) -> RequestFields:
+        """The form as request fields, plus what the button adds. A blank negative prompt box
+        means the preset list (its placeholder); the random-seed box draws the seed here."""
+        return RequestFields(
+            width=self.width,
+            height=self.height,
+            padding=self.padding,
+            fit=self.fit,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt if self.negative_prompt.strip() else None,
+            seed=draw_seed() if self.random_seed or self.seed is None else self.seed,
+            upscale_strength=upscale_strength,
+            generative_upscale=generative_upscale,
+            levels=levels,
+        )
 
     def load(self) -> LoadedImage:
         if self.image is not None:
             path = Path(self.image)
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
+            if path.stat().st_size > presets.MAX_UPLOAD_BYTES:
                 raise LabError(f"upload is {path.stat().st_size / 1e6:.1f} MB; the limit is {MAX_UPLOAD}")
             return load_image(path)
         if self.url.strip():
@@ -331,8 +333,7 @@ def level_items(levels: list[LevelResult], cell: tuple[int, int]) -> list[tuple[
     for lv in levels:
         caption = f"{lv.level} · {lv.preset.recipe}"
         if lv.image is not None:
-            scores = f"PSNR {format_value(lv.metrics['psnr_vs_bicubic'])} dB · SSIM {format_value(lv.metrics['ssim_vs_bicubic'])}"
-            items.append((lv.image, f"{caption}\n{scores}"))  # two lines: the scores are never cut
+            items.append((lv.image, f"{caption}\n{caption_scores(lv.metrics)}"))  # two lines: the scores are never cut
         else:
             items.append(
                 (placeholder(cell, f"Level {lv.level} not run. {lv.reason or lv.message}"), f"{caption}\n{lv.status}")
@@ -341,11 +342,11 @@ def level_items(levels: list[LevelResult], cell: tuple[int, int]) -> list[tuple[
 
 
 def score_table(result: RunResult) -> list[list[str]]:
-    keys = ["level", "recipe", "status", "psnr_vs_bicubic", "ssim_vs_bicubic", "lr_consistency", "seconds"]
-    return [[row[k] for k in keys] for row in metrics_rows(result)]
+    """The Scores tab's rows: ``TABLE_COLUMNS`` (every level metric of the registry)."""
+    return [[row[k] for k in TABLE_COLUMNS] for row in metrics_rows(result)]
 
 
-SCORE_HEADERS = ["level", "recipe", "status", *[m.label for m in METRICS[:3]], "time (s)"]
+SCORE_HEADERS = ["level", "recipe", "status", *[m.label for m in LEVEL_METRICS], "time (s)"]
 
 
 def out_dir() -> Path:
@@ -521,7 +522,7 @@ def grid_outputs(
 ) -> tuple[Any, ...]:
     """The nine-level run and everything the grid view shows (in a worker thread); ``post``
     receives the time estimate and then each level as it finishes."""
-    result = ui.run({"levels": list(presets.LEVEL_NUMBERS)}, request, progress, cancel, post, post)
+    result = ui.run(ui.fields(levels=presets.LEVEL_NUMBERS), request, progress, cancel, post, post)
     folder = out_dir()
     archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
     manifest = folder / "manifest.json"
@@ -570,16 +571,16 @@ async def run_single(
 ):  # noqa: B008
     """One strength, one image: the commercial API's semantics."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
-    extra = {"upscale_strength": int(strength), "generative_upscale": bool(generative)}
+    fields = ui.fields(upscale_strength=int(strength), generative_upscale=bool(generative))
     cancel = threading.Event()
-    return await run_cancellable(cancel, single_outputs, ui, extra, request, progress, cancel)
+    return await run_cancellable(cancel, single_outputs, ui, fields, request, progress, cancel)
 
 
 def single_outputs(
-    ui: UIInput, extra: dict[str, Any], request: gr.Request, progress: Any, cancel: threading.Event
+    ui: UIInput, fields: RequestFields, request: gr.Request, progress: Any, cancel: threading.Event
 ) -> tuple[Any, ...]:
     """One level and its download (in a worker thread)."""
-    result = ui.run(extra, request, progress, cancel)
+    result = ui.run(fields, request, progress, cancel)
     lv = result.levels[0]
     if lv.image is None:
         raise gr.Error(f"level {lv.level} did not run: {lv.message}")
@@ -866,7 +867,7 @@ def add_rest(api: FastAPI) -> None:
                     "seed": result.seed,
                     "width": lv.image.size[0],
                     "height": lv.image.size[1],
-                    "metrics": {k: (v if math.isfinite(v) else "inf") for k, v in lv.metrics.items()},
+                    "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
                     "image_base64": base64.b64encode(png_bytes(lv.image)).decode(),
                     "manifest": result.manifest,
                 },

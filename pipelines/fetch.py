@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+import presets
 from pipelines.errors import URLFetchError
 
 Resolver = Callable[[str, int], list[str]]
@@ -40,7 +41,7 @@ class FetchPolicy:
     ports must also be in ``allowed_ports``). Leave it empty in production."""
 
     allowed_ports: tuple[int, ...] = (80, 443)
-    max_bytes: int = 25 * 1024 * 1024
+    max_bytes: int = presets.MAX_UPLOAD_BYTES
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     total_timeout: float = 30.0

@@ -43,7 +43,6 @@ ACCEPTED_FORMATS: dict[str, str] = {
 ALLOWED_FORMATS = tuple(ACCEPTED_FORMATS)
 ACCEPTED_NAMES = ", ".join(name for fmt, name in ACCEPTED_FORMATS.items() if fmt != "MPO")
 ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # several frames = an animation: refused
-MAX_INPUT_BYTES = 50 * 1024 * 1024
 
 # ISO base media files (HEIF, AVIF, MP4, ...) start with an ``ftyp`` box naming a brand.
 _REFUSED_BRANDS = {
@@ -93,7 +92,7 @@ def load_image(
     source: bytes | str | Path | Image.Image,
     *,
     max_pixels: int = presets.MAX_INPUT_PIXELS,
-    max_bytes: int = MAX_INPUT_BYTES,
+    max_bytes: int = presets.MAX_INPUT_BYTES,
 ) -> LoadedImage:
     """Decode ``source`` (encoded bytes, a file path, or an already decoded PIL image).
 

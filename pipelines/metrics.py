@@ -1,15 +1,19 @@
 """Metrics as pure functions on aligned arrays (``data_range`` explicit: 1.0 for floats in
 [0, 1], 255 for 8-bit pixels).
 
-``METRICS`` (the engine's scores of every level) and ``SR_METRICS`` (the evaluation's, against
-a ground truth) list each with its label, unit and direction. PSNR of identical images is ``inf``
+``METRICS`` is the one registry: each score declared once (key, label, unit, direction, what
+it needs, its function). The engine, the lab's table and captions, the CSV/Markdown, the
+manifest, the REST JSON, ``cli.py iqa`` and ``evaluate.py`` all iterate it. PSNR of identical images is ``inf``
 (reported as such in JSON as the string "inf"); nothing crashes on it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -114,121 +118,289 @@ def lr_consistency(output: Image.Image, low_res: Image.Image) -> float:
     return psnr(pil_to_array(downscale(output, common)), pil_to_array(downscale(low_res, common)))
 
 
+Direction = Literal["higher", "lower", "change"]
+Scope = Literal["level", "evaluation"]
+
+
 @dataclass(frozen=True)
-class MetricSpec:
-    """One score: its ``key`` in result dicts, ``name`` and ``unit`` for headers, its direction
-    and the decimals it is shown with. ``higher_is_better`` is None for a distance from the
-    bicubic baseline: it measures change, and neither more nor less change is better."""
+class ScoreInput:
+    """What a metric may look at, for one level: its ``output`` (RGB, the content size), the
+    bicubic ``baseline`` (same size), the ``low_res`` input, an optional ``ground_truth``, the
+    tile ``seams`` of the path that made it (boundary columns and rows, or None when it was
+    not tiled) and, for the evaluation's scores, the ``shave`` border. Values several metrics
+    share (the colour drift pair, the SR scores) are computed once per input."""
+
+    output: Image.Image
+    baseline: Image.Image | None = None
+    low_res: Image.Image | None = None
+    ground_truth: Image.Image | None = None
+    seams: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    shave: int = 0
+
+    @functools.cached_property
+    def drift(self) -> tuple[float, float]:
+        from pipelines.quality import colour_drift
+
+        assert self.baseline is not None
+        return colour_drift(self.output, self.baseline)
+
+    @functools.cached_property
+    def gt_at_output_size(self) -> np.ndarray:
+        assert self.ground_truth is not None
+        gt = self.ground_truth
+        return np.asarray(gt.resize(self.output.size, Image.Resampling.BICUBIC) if gt.size != self.output.size else gt)
+
+    @functools.cached_property
+    def sr(self) -> dict[str, float]:
+        assert self.ground_truth is not None
+        return sr_scores(self.output, self.ground_truth, scale=self.shave)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One score, declared once: its ``key`` in result dicts, ``name`` and ``unit`` for headers,
+    the decimals it is shown with, its ``direction`` ("higher"/"lower" is better, or "change":
+    a distance from the bicubic baseline, where neither more nor less is better), what it
+    ``needs`` besides the output ("baseline", "low_res", "ground_truth", "seams"), its
+    ``scope`` ("level": the engine scores every level with it; "evaluation": the SR papers'
+    scores against a ground truth), ``fn``, which computes it from a :class:`ScoreInput`, and
+    its ``short`` name in grid captions (captions show the metrics that have one).
+
+    A metric that needs nothing but the output is a *no-reference* score: ``cli.py iqa``
+    reports those for any image."""
 
     key: str
     name: str
     unit: str
-    higher_is_better: bool | None
+    direction: Direction
     description: str
+    fn: Callable[[ScoreInput], float] | None = None  # None: measured elsewhere (the evaluation's time)
+    needs: frozenset[str] = frozenset()
+    scope: Scope = "level"
     decimals: int = 2
+    short: str = ""  # the name in a grid cell's caption; "" = not in captions
 
     @property
     def label(self) -> str:
         """``name (unit)``, or the name alone for unitless scores."""
         return f"{self.name} ({self.unit})" if self.unit else self.name
 
+    @property
+    def higher_is_better(self) -> bool | None:
+        return {"higher": True, "lower": False, "change": None}[self.direction]
 
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec(
+    @property
+    def no_reference(self) -> bool:
+        return not self.needs
+
+    def applies(self, inputs: ScoreInput) -> bool:
+        """Whether ``inputs`` hold what this metric needs (a ground truth, a tile layout, ...)."""
+        return all(getattr(inputs, need) is not None for need in self.needs)
+
+    def format(self, value: float | None) -> str:
+        """The value as the lab shows it: ``decimals`` places, "inf", "" for none or NaN."""
+        if value is None or math.isnan(value):
+            return ""
+        return "inf" if math.isinf(value) else f"{value:.{self.decimals}f}"
+
+
+def _niqe(inputs: ScoreInput) -> float:
+    from pipelines.quality import NIQE_MIN_SIDE, niqe
+
+    if min(inputs.output.size) < NIQE_MIN_SIDE:
+        return math.nan  # too small for NIQE's 96-px blocks: no score rather than a failed level
+    return niqe(inputs.output)
+
+
+def _seams(inputs: ScoreInput) -> float:
+    from pipelines.quality import seam_score
+
+    assert inputs.seams is not None
+    bx, by = inputs.seams
+    return seam_score(inputs.output, boundaries_x=bx, boundaries_y=by)
+
+
+def _array(image: Image.Image | None) -> np.ndarray:
+    assert image is not None
+    return np.asarray(image)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
         key="psnr_vs_bicubic",
         name="PSNR vs bicubic",
         unit="dB",
-        higher_is_better=None,
-        description="distance from the bicubic baseline (level 8): measures change, not quality",
+        direction="change",
+        description="distance from the bicubic baseline: measures change, not quality",
+        fn=lambda i: psnr(_array(i.output), _array(i.baseline), data_range=255.0),
+        needs=frozenset({"baseline"}),
+        short="PSNR",
     ),
-    MetricSpec(
+    Metric(
         key="ssim_vs_bicubic",
         name="SSIM vs bicubic",
         unit="",
-        higher_is_better=None,
+        direction="change",
         description="structural similarity to the bicubic baseline: measures change, not quality",
+        fn=lambda i: ssim(_array(i.output), _array(i.baseline), data_range=255.0),
+        needs=frozenset({"baseline"}),
         decimals=4,
+        short="SSIM",
     ),
-    MetricSpec(
+    Metric(
         key="lr_consistency",
         name="LR-consistency",
         unit="dB",
-        higher_is_better=True,
+        direction="higher",
         description="PSNR of the output against its input, both at the smaller of their sizes "
-        "(an upscale is downscaled back)",
+        "(an upscale is downscaled back): fidelity to the input",
+        fn=lambda i: lr_consistency(i.output, i.low_res),  # type: ignore[arg-type]
+        needs=frozenset({"low_res"}),
     ),
-    MetricSpec(
+    Metric(
+        key="niqe",
+        name="NIQE",
+        unit="",
+        direction="lower",
+        description="naturalness without a reference (Mittal et al. 2013): lower looks more like a "
+        "natural photo; empty below 192 px a side",
+        fn=_niqe,
+        short="NIQE",
+    ),
+    Metric(
+        key="colour_drift_mean",
+        name="Colour drift",
+        unit="ΔE00",
+        direction="lower",
+        description="mean CIEDE2000 between low-passed output and baseline: a shift of skin tones or "
+        "sky shows here even when PSNR looks fine (1 ≈ just noticeable)",
+        fn=lambda i: i.drift[0],
+        needs=frozenset({"baseline"}),
+        short="ΔE",
+    ),
+    Metric(
+        key="colour_drift_p95",
+        name="Colour drift p95",
+        unit="ΔE00",
+        direction="lower",
+        description="95th percentile of the same CIEDE2000 map: a local colour shift",
+        fn=lambda i: i.drift[1],
+        needs=frozenset({"baseline"}),
+    ),
+    Metric(
+        key="seam_score",
+        name="Tile seams",
+        unit="",
+        direction="lower",
+        description="gradient energy across tile boundaries over nearby lines (1.0 = no seams; "
+        "above 1.5 a seam shows); empty for an untiled level",
+        fn=_seams,
+        needs=frozenset({"seams"}),
+    ),
+    Metric(
         key="psnr_vs_gt",
         name="PSNR vs ground truth",
         unit="dB",
-        higher_is_better=True,
+        direction="higher",
         description="fidelity to a ground-truth image, when one is given",
+        fn=lambda i: psnr(_array(i.output), i.gt_at_output_size, data_range=255.0),
+        needs=frozenset({"ground_truth"}),
     ),
-    MetricSpec(
+    Metric(
         key="ssim_vs_gt",
         name="SSIM vs ground truth",
         unit="",
-        higher_is_better=True,
+        direction="higher",
         description="structural fidelity to a ground truth, when one is given",
+        fn=lambda i: ssim(_array(i.output), i.gt_at_output_size, data_range=255.0),
+        needs=frozenset({"ground_truth"}),
         decimals=4,
     ),
-)
-# What :func:`sr_scores` returns: the SR papers' fidelity scores against a ground truth.
-SR_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec(
+    # The SR papers' fidelity scores (``sr_scores``), which the evaluation computes per level.
+    Metric(
         key="psnr_y",
         name="PSNR-Y",
         unit="dB",
-        higher_is_better=True,
+        direction="higher",
         description="PSNR on BT.601 luma against the ground truth, border shaved",
+        fn=lambda i: i.sr["psnr_y"],
+        needs=frozenset({"ground_truth"}),
+        scope="evaluation",
     ),
-    MetricSpec(
+    Metric(
         key="ssim_y",
         name="SSIM-Y",
         unit="",
-        higher_is_better=True,
+        direction="higher",
         description="SSIM on BT.601 luma against the ground truth, border shaved",
+        fn=lambda i: i.sr["ssim_y"],
+        needs=frozenset({"ground_truth"}),
+        scope="evaluation",
         decimals=4,
     ),
-    MetricSpec(
+    Metric(
         key="psnr_rgb",
         name="PSNR-RGB",
         unit="dB",
-        higher_is_better=True,
+        direction="higher",
         description="PSNR on RGB against the ground truth, border shaved",
+        fn=lambda i: i.sr["psnr_rgb"],
+        needs=frozenset({"ground_truth"}),
+        scope="evaluation",
     ),
-    MetricSpec(
+    Metric(
         key="ssim_rgb",
         name="SSIM-RGB",
         unit="",
-        higher_is_better=True,
+        direction="higher",
         description="SSIM on RGB against the ground truth, border shaved",
+        fn=lambda i: i.sr["ssim_rgb"],
+        needs=frozenset({"ground_truth"}),
+        scope="evaluation",
         decimals=4,
     ),
 )
-METRIC_BY_KEY = {m.key: m for m in (*METRICS, *SR_METRICS)}
+LEVEL_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.scope == "level")
+SR_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.scope == "evaluation")
+NO_REFERENCE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.no_reference)
+
+
+CAPTION_METRICS: tuple[Metric, ...] = tuple(m for m in LEVEL_METRICS if m.short)
+
+
+def caption_scores(metrics: dict[str, float]) -> str:
+    """The short scores line of a grid cell, e.g. ``PSNR 31.20 dB · SSIM 0.9120 · NIQE 4.31``."""
+    parts = []
+    for m in CAPTION_METRICS:
+        text = m.format(metrics.get(m.key))
+        if text:
+            parts.append(f"{m.short} {text}{' ' + m.unit if m.unit and m.unit != 'ΔE00' else ''}")
+    return " · ".join(parts)
+
+
+def get_metric(key: str) -> Metric:
+    """The registry entry for ``key``; unknown keys raise ValueError listing the valid ones."""
+    for m in METRICS:
+        if m.key == key:
+            return m
+    raise ValueError(f"unknown metric {key!r}; valid keys: {[m.key for m in METRICS]}")
+
+
+def score(inputs: ScoreInput, metrics: Sequence[Metric] = LEVEL_METRICS) -> dict[str, float]:
+    """Every metric of ``metrics`` that applies to ``inputs`` (in registry order)."""
+    return {m.key: float(m.fn(inputs)) for m in metrics if m.fn is not None and m.applies(inputs)}
 
 
 def score_level(
-    output: Image.Image, baseline: Image.Image, low_res: Image.Image, ground_truth: Image.Image | None = None
+    output: Image.Image,
+    baseline: Image.Image,
+    low_res: Image.Image,
+    ground_truth: Image.Image | None = None,
+    *,
+    seams: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> dict[str, float]:
-    """All metrics of one level (RGB, at the output size), on the 8-bit pixels in strips."""
-    out = np.asarray(output)
-    base = np.asarray(baseline)
-    scores = {
-        "psnr_vs_bicubic": psnr(out, base, data_range=255.0),
-        "ssim_vs_bicubic": ssim(out, base, data_range=255.0),
-        "lr_consistency": lr_consistency(output, low_res),
-    }
-    if ground_truth is not None:
-        gt = np.asarray(
-            ground_truth.resize(output.size, Image.Resampling.BICUBIC)
-            if ground_truth.size != output.size
-            else ground_truth
-        )
-        scores["psnr_vs_gt"] = psnr(out, gt, data_range=255.0)
-        scores["ssim_vs_gt"] = ssim(out, gt, data_range=255.0)
-    return scores
+    """The engine's scores of one level (``LEVEL_METRICS``; RGB at the output size)."""
+    return score(ScoreInput(output, baseline, low_res, ground_truth, seams))
 
 
 def json_number(value: float) -> float | str | None:

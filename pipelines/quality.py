@@ -29,7 +29,7 @@ import hashlib
 import importlib.metadata
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -296,16 +296,38 @@ def _block_features(coeffs: np.ndarray, block: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+NIQE_BAND_BLOCKS = 4  # rows of blocks per band: features are computed band by band (flat memory)
+_NIQE_HALO = 8  # rows of context around a band: more than the 7×7 window's 3 (exact results)
+
+
+def _half_rows(luma: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Rows ``first:last`` of MATLAB ``imresize(luma, 0.5)``, reading only the input rows they need."""
+    h, w = luma.shape
+    rows = _resize_matrix(h, 0.5)[first:last]
+    lo, hi = int(rows.indices.min()), int(rows.indices.max()) + 1
+    part = rows[:, lo:hi] @ luma[lo:hi].astype(np.float64)
+    return np.asarray((_resize_matrix(w, 0.5) @ part.T).T)
+
+
 def niqe_features(luma: np.ndarray) -> np.ndarray:
     """``(n_blocks, 36)`` features of a 2-D luma array (8-bit levels, sides multiples of 96):
-    18 per block at full scale, then 18 for the same block at half scale."""
-    scales = []
-    image = luma
-    for scale in (1, 2):
-        scales.append(_block_features(mscn(image), NIQE_BLOCK // scale))
-        if scale == 1:
-            image = imresize_half(image)
-    return np.concatenate(scales, axis=1)
+    18 per block at full scale, then 18 for the same block at half scale.
+
+    Computed in bands of ``NIQE_BAND_BLOCKS`` block rows, each with ``_NIQE_HALO`` rows of
+    context at both scales, so the result equals the whole-image computation while memory
+    follows the band, not the image (a 9-megapixel output stays under 100 MB)."""
+    h, w = luma.shape
+    band = NIQE_BLOCK * NIQE_BAND_BLOCKS
+    out = []
+    for top in range(0, h, band):
+        bottom = min(h, top + band)
+        a0, a1 = max(0, top - _NIQE_HALO), min(h, bottom + _NIQE_HALO)
+        full = mscn(luma[a0:a1].astype(np.float64))[top - a0 : bottom - a0]
+        ht, hb = top // 2, bottom // 2
+        b0, b1 = max(0, ht - _NIQE_HALO), min(h // 2, hb + _NIQE_HALO)
+        half = mscn(_half_rows(luma, b0, b1))[ht - b0 : hb - b0]
+        out.append(np.concatenate([_block_features(full, NIQE_BLOCK), _block_features(half, NIQE_BLOCK // 2)], axis=1))
+    return np.concatenate(out)
 
 
 def niqe(
@@ -341,8 +363,11 @@ def niqe(
         )
     pristine = model if model is not None else pristine_model()
     rgb = rgb[: h - h % NIQE_BLOCK, : w - w % NIQE_BLOCK]
-    luma = np.concatenate(  # in strips: no float copy of the whole RGB image
-        [_luma(_levels(rgb[y : y + STRIP_ROWS], "niqe"), convert_to) for y in range(0, rgb.shape[0], STRIP_ROWS)]
+    luma = np.concatenate(  # in strips, kept as 8-bit levels: no float copy of the whole image
+        [
+            _luma(_levels(rgb[y : y + STRIP_ROWS], "niqe"), convert_to).astype(np.uint8)
+            for y in range(0, rgb.shape[0], STRIP_ROWS)
+        ]
     )
     feats = niqe_features(luma)
     valid = feats[~np.isnan(feats).any(axis=1)]
@@ -490,56 +515,3 @@ def seam_score(image: ImageLike, *, boundaries_x: Sequence[int], boundaries_y: S
     if base == 0.0:
         return math.nan if seam == 0.0 else math.inf
     return seam / base
-
-
-# --- registry entries ----------------------------------------------------------------------
-
-
-def colour_drift_mean(image: ImageLike, reference: ImageLike) -> float:
-    """Mean ΔE00 of ``colour_drift`` (call ``colour_drift`` once for both numbers)."""
-    return colour_drift(image, reference)[0]
-
-
-def colour_drift_p95(image: ImageLike, reference: ImageLike) -> float:
-    """95th-percentile ΔE00 of ``colour_drift``."""
-    return colour_drift(image, reference)[1]
-
-
-@dataclass(frozen=True)
-class QualityMetric:
-    """A quality measure for the metrics registry. ``fn(image)`` when ``needs_reference`` is
-    False, ``fn(image, reference)`` when True; both images RGB of the same size."""
-
-    key: str
-    label: str
-    unit: str
-    higher_is_better: bool
-    needs_reference: bool
-    fn: Callable[..., float]
-
-
-QUALITY_METRICS: tuple[QualityMetric, ...] = (
-    QualityMetric("niqe", "NIQE", "", higher_is_better=False, needs_reference=False, fn=niqe),
-    QualityMetric(
-        "colour_drift_mean",
-        "Colour drift (mean)",
-        "ΔE00",
-        higher_is_better=False,
-        needs_reference=True,
-        fn=colour_drift_mean,
-    ),
-    QualityMetric(
-        "colour_drift_p95",
-        "Colour drift (95th percentile)",
-        "ΔE00",
-        higher_is_better=False,
-        needs_reference=True,
-        fn=colour_drift_p95,
-    ),
-)
-QUALITY_METRIC_BY_KEY = {m.key: m for m in QUALITY_METRICS}
-
-# Needs the tile layout (``boundaries_x``/``boundaries_y`` keywords), so it is not in the table.
-SEAM_METRIC = QualityMetric(
-    "seam_score", "Tile seams", "ratio", higher_is_better=False, needs_reference=False, fn=seam_score
-)

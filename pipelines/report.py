@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 import presets
 from pipelines.engine import LevelResult, RunResult
 from pipelines.errors import LabError
-from pipelines.metrics import METRICS
+from pipelines.metrics import LEVEL_METRICS, caption_scores
 
-TABLE_COLUMNS = ("level", "recipe", "status", *(m.key for m in METRICS), "seconds")
+TABLE_COLUMNS = ("level", "recipe", "status", *(m.key for m in LEVEL_METRICS), "seconds")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -67,8 +67,8 @@ def metrics_rows(result: RunResult) -> list[dict[str, str]]:
     rows = []
     for lv in result.levels:
         row = {"level": str(lv.level), "recipe": lv.preset.recipe, "status": lv.status}
-        for m in METRICS:
-            row[m.key] = format_value(lv.metrics.get(m.key))
+        for m in LEVEL_METRICS:
+            row[m.key] = m.format(lv.metrics.get(m.key))
         row["seconds"] = f"{lv.seconds:.3f}" if lv.status == "ok" else ""
         rows.append(row)
     return rows
@@ -85,7 +85,7 @@ def metrics_csv(result: RunResult) -> str:
 def metrics_markdown(result: RunResult) -> str:
     rows = metrics_rows(result)
     keys = [k for k in TABLE_COLUMNS if any(r[k] for r in rows)]
-    labels = {m.key: m.label for m in METRICS}
+    labels = {m.key: m.label for m in LEVEL_METRICS}
     head = "| " + " | ".join(labels.get(k, k) for k in keys) + " |"
     sep = "| " + " | ".join("---" for _ in keys) + " |"
     body = ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
@@ -107,9 +107,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def cell_caption(lv: LevelResult) -> str:
     if lv.status != "ok":
         return f"Level {lv.level}: {lv.preset.recipe}"
-    psnr = lv.metrics.get("psnr_vs_bicubic", math.nan)
-    ssim = lv.metrics.get("ssim_vs_bicubic", math.nan)
-    return f"Level {lv.level}: {lv.preset.recipe} | PSNR {format_value(psnr)} dB, SSIM {format_value(ssim)}"
+    return f"Level {lv.level}: {lv.preset.recipe} | {caption_scores(lv.metrics)}"
 
 
 def placeholder(size: tuple[int, int], text: str) -> Image.Image:

@@ -12,14 +12,19 @@ Request format (compatible with the commercial generative-upscale API)::
 
 Every unknown field, wrong type or out-of-range value raises :class:`RequestError` naming the
 field and what is allowed; nothing is silently ignored or corrected.
+
+Three ways in, one set of checks: :func:`parse_request` (the JSON), :class:`RequestFields`
+(the app's form and the CLI's flags, optionally over a JSON file) and direct construction all
+end in :class:`UpscaleRequest`, whose ``__post_init__`` checks every value.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal, get_args
 
@@ -44,6 +49,8 @@ TOP_LEVEL_FIELDS = (
 )
 MAX_SEED = 2**32 - 1
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_INTEGER = re.compile(r"^-?\d+$")
+_MAX_DIGITS = 18
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
@@ -65,7 +72,8 @@ Length = int | Percent
 
 @dataclass(frozen=True)
 class UpscaleRequest:
-    """A validated, normalised request. Build it with :func:`parse_request` or directly."""
+    """A validated, normalised request. Build it with :func:`parse_request` (JSON),
+    :meth:`RequestFields.build` (a form or flags) or directly: the checks below are the same."""
 
     url: str | None = None
     width: Length | None = None
@@ -82,17 +90,24 @@ class UpscaleRequest:
     levels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        # Direct construction gets the same checks as JSON parsing.
-        _check_strength(self.upscale_strength)
+        # Every value check lives here, so JSON parsing, form fields and direct construction
+        # share them; the parsers only turn text and JSON shapes into these fields.
+        if self.min_length is not None:
+            ml = self.min_length
+            if isinstance(ml, bool) or not isinstance(ml, int) or ml < 1:
+                raise RequestError("min_length", f"must be a positive integer of pixels, got {ml!r}")
+            if self.width is not None or self.height is not None:
+                raise RequestError("min_length", "cannot be combined with width or height; give one or the other")
         if self.fit not in FITS:
             raise RequestError("fit", f"must be one of {list(FITS)}, got {self.fit!r}")
-        if self.min_length is not None and (self.width is not None or self.height is not None):
-            raise RequestError("min_length", "cannot be combined with width or height; give one or the other")
+        if not isinstance(self.generative_upscale, bool):
+            raise RequestError("generative_upscale", f"must be true or false, got {self.generative_upscale!r}")
+        _check_strength(self.upscale_strength)
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+            raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if self.levels is not None:
-            for lv in self.levels:
-                presets.get_level(lv)
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {self.seed}")
+            object.__setattr__(self, "levels", _check_levels(self.levels))  # sorted, each once
 
     @property
     def effective_levels(self) -> tuple[int, ...]:
@@ -128,6 +143,16 @@ class UpscaleRequest:
 
 def _length_json(value: Length | None) -> int | str | None:
     return None if value is None else (str(value) if isinstance(value, Percent) else value)
+
+
+def _check_levels(levels: object) -> tuple[int, ...]:
+    span = f"{presets.MIN_LEVEL}..{presets.MAX_LEVEL}"
+    if not isinstance(levels, list | tuple) or not levels:
+        raise RequestError("levels", f"must be a non-empty list of levels {span}, got {levels!r}")
+    for lv in levels:
+        if isinstance(lv, bool) or not isinstance(lv, int) or not presets.MIN_LEVEL <= lv <= presets.MAX_LEVEL:
+            raise RequestError("levels", f"each level must be an integer in {span}, got {lv!r}")
+    return tuple(sorted(set(levels)))
 
 
 def _check_strength(value: object) -> int:
@@ -167,6 +192,29 @@ def parse_length(field: str, value: object, *, allow_zero: bool = False) -> Leng
             raise RequestError(field, f"percentage must be at most {MAX_PERCENT:g}%, got {value!r}")
         return Percent(pct)
     raise RequestError(field, f"must be an integer number of pixels or 'N%', got {value!r}")
+
+
+def parse_length_text(field: str, text: str | None, *, allow_zero: bool = False) -> Length | None:
+    """A length typed in a form field or given as a flag: ``"1280"`` (pixels) or ``"200%"``,
+    whitespace around it allowed; None or blank = not given.
+
+    The digits become an integer and go through :func:`parse_length`, so a form, a flag and the
+    JSON get the same message (``width: must be >= 1 pixels, got -5``). Raises RequestError
+    naming ``field``.
+    """
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    if _INTEGER.match(text):
+        if len(text) > _MAX_DIGITS:  # int() refuses past 4300 digits; any size is far shorter
+            raise RequestError(field, f"must be pixels or a percentage like '200%', got {len(text)} digits")
+        return parse_length(field, int(text), allow_zero=allow_zero)
+    return parse_length(field, text, allow_zero=allow_zero)
+
+
+def draw_seed() -> int:
+    """A fresh random seed in ``0..MAX_SEED``: the one draw for runs that were given none."""
+    return secrets.randbelow(MAX_SEED + 1)
 
 
 def parse_color(value: object) -> tuple[int, int, int]:
@@ -216,24 +264,21 @@ def _parse_prompt(field: str, value: object) -> str:
     return value.strip()
 
 
-def _parse_levels(value: object) -> tuple[int, ...]:
+def _parse_levels(value: object) -> object:
+    """``"all"`` → every level; a list passes on to UpscaleRequest, which checks and sorts it."""
     if isinstance(value, str):
         if value.strip().lower() == "all":
             return presets.LEVEL_NUMBERS
-        raise RequestError("levels", f"must be a list of levels 1..9 or 'all', got {value!r}")
-    if not isinstance(value, list | tuple) or not value:
-        raise RequestError("levels", f"must be a non-empty list of levels 1..9, got {value!r}")
-    out: list[int] = []
-    for lv in value:
-        if isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 9:
-            raise RequestError("levels", f"each level must be an integer in 1..9, got {lv!r}")
-        if lv not in out:
-            out.append(lv)
-    return tuple(sorted(out))
+        raise RequestError(
+            "levels", f"must be a list of levels {presets.MIN_LEVEL}..{presets.MAX_LEVEL} or 'all', got {value!r}"
+        )
+    return value
 
 
 def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
-    """Validate the API JSON (already decoded) into an :class:`UpscaleRequest`.
+    """Validate the API JSON (already decoded) into an :class:`UpscaleRequest`: the JSON's
+    shapes (length strings, the background object, ``"all"``) become fields here, and
+    UpscaleRequest checks every value.
 
     Raises RequestError naming the first offending field and what is allowed.
     """
@@ -250,35 +295,81 @@ def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
     for name in ("width", "height"):
         if data.get(name) is not None:
             kw[name] = parse_length(name, data[name])
-    if data.get("min_length") is not None:
-        ml = data["min_length"]
-        if isinstance(ml, bool) or not isinstance(ml, int) or ml < 1:
-            raise RequestError("min_length", f"must be a positive integer of pixels, got {ml!r}")
-        kw["min_length"] = ml
-    if "fit" in data:
-        if data["fit"] not in FITS:
-            raise RequestError("fit", f"must be one of {list(FITS)}, got {data['fit']!r}")
-        kw["fit"] = data["fit"]
     if data.get("padding") is not None:
         kw["padding"] = parse_length("padding", data["padding"], allow_zero=True)
     if data.get("background") is not None:
         kw["background_color"], kw["prompt"] = _parse_background(data["background"])
-    if "generative_upscale" in data:
-        if not isinstance(data["generative_upscale"], bool):
-            raise RequestError("generative_upscale", f"must be true or false, got {data['generative_upscale']!r}")
-        kw["generative_upscale"] = data["generative_upscale"]
-    if "upscale_strength" in data:
-        kw["upscale_strength"] = _check_strength(data["upscale_strength"])
-    if data.get("seed") is not None:
-        seed = data["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
-        kw["seed"] = seed
     if data.get("negative_prompt") is not None:
         kw["negative_prompt"] = _parse_prompt("negative_prompt", data["negative_prompt"])
     if data.get("levels") is not None:
         kw["levels"] = _parse_levels(data["levels"])
+    for name in ("min_length", "seed"):  # null = not given
+        if data.get(name) is not None:
+            kw[name] = data[name]
+    for name in ("fit", "generative_upscale", "upscale_strength"):  # null is a wrong value
+        if name in data:
+            kw[name] = data[name]
     return UpscaleRequest(**kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestFields:
+    """The request as flat fields: the app's form and the CLI's flags both become one of these,
+    and :meth:`build` is where either becomes an :class:`UpscaleRequest`.
+
+    None = not given. ``width``, ``height`` and ``padding`` are text as typed (see
+    :func:`parse_length_text`; blank = not given); ``background`` a hex colour; a blank
+    ``prompt`` is not given (the preset prompt), a blank ``negative_prompt`` asks for none;
+    ``seed`` may come from a number box as a float, which must be whole.
+    """
+
+    width: str | None = None
+    height: str | None = None
+    padding: str | None = None
+    min_length: int | None = None
+    fit: str | None = None
+    background: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: float | None = None
+    upscale_strength: int | None = None
+    generative_upscale: bool | None = None
+    levels: Sequence[int] | None = None
+
+    def build(self, base: Mapping[str, Any] | None = None) -> UpscaleRequest:
+        """The fields laid over the API JSON ``base`` (a request file; the fields win), validated.
+
+        Raises RequestError naming the first offending field and what is allowed.
+        """
+        request = parse_request(base if base is not None else {})
+        changes: dict[str, Any] = {}
+        for name, allow_zero in (("width", False), ("height", False), ("padding", True)):
+            length = parse_length_text(name, getattr(self, name), allow_zero=allow_zero)
+            if length is not None:
+                changes[name] = length
+        if self.background is not None:
+            changes["background_color"] = parse_color(self.background)
+        if self.prompt is not None and self.prompt.strip():
+            changes["prompt"] = _parse_prompt("background.generate.description", self.prompt)
+        if self.negative_prompt is not None:
+            changes["negative_prompt"] = _parse_prompt("negative_prompt", self.negative_prompt)
+        if self.seed is not None:
+            changes["seed"] = _whole_seed(self.seed)
+        if self.levels is not None:
+            changes["levels"] = tuple(self.levels)
+        for name in ("min_length", "fit", "upscale_strength", "generative_upscale"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        return replace(request, **changes)
+
+
+def _whole_seed(seed: float) -> int | float:
+    """A number box's float as an integer when it is whole (UpscaleRequest checks the range)."""
+    if isinstance(seed, float):
+        if not seed.is_integer():
+            raise RequestError("seed", f"must be a whole number, got {seed}")
+        return int(seed)
+    return seed
 
 
 # --------------------------------------------------------------------------- sizing

@@ -112,6 +112,21 @@ def blend_tiles(height: int, width: int, tile: int, overlap: int) -> list[tuple[
     ]
 
 
+def tile_boundaries(
+    size: tuple[int, int], *, tile: int, overlap: int = 0, factor: float = 1.0
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where tiles start in an image of ``size`` (width, height) pixels, as the seam score takes
+    them (columns, rows; the image edges excluded): tiles of ``tile`` with ``overlap`` laid out
+    on a map ``factor`` times smaller than the image (a latent map: 8; the ×4 network's input:
+    the output/input ratio, may be fractional). Empty when one tile covers a side."""
+
+    def starts(length: int) -> tuple[int, ...]:
+        on_map = tile_starts(max(1, math.ceil(length / factor)), tile, overlap)
+        return tuple(sorted({b for b in (round(s * factor) for s in on_map) if 0 < b < length}))
+
+    return starts(size[0]), starts(size[1])
+
+
 def _ramp(n: int, overlap: int) -> torch.Tensor:
     """1 in the middle, a raised-cosine fade over ``overlap`` at both ends, never 0."""
     r = torch.ones(n, dtype=torch.float32)

@@ -64,6 +64,37 @@ def test_single_upscale_honours_size(client):
     assert "Level 6" in info and seed == 5
 
 
+def test_the_form_and_the_flags_build_the_same_request():
+    """The app's form and the CLI's flags go through one builder: the same fields give the same
+    request, and the same message for a bad width."""
+    import app as lab_app
+    import cli
+    import presets
+    from pipelines.errors import RequestError
+    from pipelines.request import Percent
+
+    def form(width="200%"):
+        return lab_app.UIInput.of(None, "", width, "", "crop", "8", "cows", "", 7, False)
+
+    def flags(command, *extra, width="200%"):
+        args = [command, "x.png", "-o", "out", "--width", width, "--fit", "crop", "--padding", "8", "--prompt", "cows"]
+        return cli.request_fields(cli.build_parser().parse_args([*args, "--seed", "7", *extra]), grid=command == "grid")
+
+    grid = form().fields(levels=presets.LEVEL_NUMBERS).build()
+    assert grid == flags("grid").build(None)
+    assert (grid.width, grid.padding, grid.prompt, grid.seed) == (Percent(200), 8, "cows", 7)
+    single = form().fields(upscale_strength=4, generative_upscale=False).build()
+    assert single == flags("upscale", "--strength", "4", "--no-generative").build(None)
+    assert single.effective_levels == (7,)
+
+    messages = []
+    for fields in (form(width="-5").fields(), flags("grid", width="-5")):
+        with pytest.raises(RequestError) as err:
+            fields.build()
+        messages.append(str(err.value))
+    assert messages == ["width: must be >= 1 pixels, got -5"] * 2
+
+
 def test_bad_input_gives_the_engine_message(client):
     from gradio_client.exceptions import AppError
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,5 +83,54 @@ def test_upscale_with_request_file(tmp_path):
 def test_bad_request_is_a_clear_error(tmp_path):
     proc = run("upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--width", "0", check=False)
     assert proc.returncode == 2 and "width" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--width", "-5", check=False)
+    assert proc.returncode == 2 and "error: width: must be >= 1 pixels, got -5" in proc.stderr  # as in the app
+    proc = run("grid", str(small_photo(tmp_path)), "-o", str(tmp_path / "g"), "--levels", "7,x", check=False)
+    assert proc.returncode == 2 and "error: levels:" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--strength", "3", check=False)
     assert proc.returncode == 3 and "missing" in proc.stderr
+
+
+def iqa_photos(tmp_path):
+    """scikit-image's astronaut and coffee as PNG files, and a blurred copy of the coffee."""
+    from skimage import data
+
+    paths = {}
+    for name, pixels in (("astronaut", data.astronaut()), ("coffee", data.coffee())):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(pixels).save(paths[name])
+    paths["blurred"] = tmp_path / "coffee_blurred.png"
+    Image.open(paths["coffee"]).filter(ImageFilter.GaussianBlur(3)).save(paths["blurred"])
+    return paths
+
+
+def test_iqa_scores_any_images(tmp_path):
+    photos = iqa_photos(tmp_path)
+    names = [str(photos[k]) for k in ("astronaut", "coffee", "blurred")]
+    rows = [json.loads(line) for line in run("iqa", *names, "--json").stdout.splitlines()]
+    assert [r["path"] for r in rows] == names
+    assert [(r["width"], r["height"]) for r in rows] == [(512, 512), (600, 400), (600, 400)]
+    assert all("error" not in r and isinstance(r["niqe"], float) for r in rows)
+    assert rows[2]["niqe"] > rows[1]["niqe"]  # blur is less natural
+    assert all(r["niqe"] == round(r["niqe"], 4) for r in rows)
+    lines = run("iqa", *names).stdout.splitlines()
+    assert lines[0].split() == ["path", "size", "NIQE"] and lines[-1].startswith("NIQE: lower = more natural")
+    column = lines[0].index("NIQE")
+    assert [line[column:] for line in lines[1:4]] == [f"{r['niqe']:.4f}" for r in rows]
+    assert "600×400" in lines[2]
+
+
+def test_iqa_reports_bad_images_and_goes_on(tmp_path):
+    photos = iqa_photos(tmp_path)
+    small = tmp_path / "small.png"
+    Image.open(photos["coffee"]).resize((150, 100)).save(small)
+    missing = tmp_path / "missing.png"
+    proc = run("iqa", str(small), str(missing), str(photos["coffee"]), "--json", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    too_small, absent, good = (json.loads(line) for line in proc.stdout.splitlines())
+    assert (too_small["width"], too_small["height"], too_small["niqe"]) == (150, 100, None)
+    assert "192" in too_small["error"]
+    assert absent["niqe"] is None and "missing.png" in absent["error"]
+    assert "error" not in good and good["niqe"] > 0
+    table = run("iqa", str(missing), check=False)
+    assert table.returncode == 1 and "error:" in table.stdout

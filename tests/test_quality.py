@@ -16,10 +16,9 @@ from skimage import color, data
 
 from pipelines import quality
 from pipelines.errors import ModelMissingError, WeightsError
+from pipelines.metrics import ScoreInput, get_metric, score
 from pipelines.quality import (
     NIQE_MIN_SIDE,
-    QUALITY_METRICS,
-    SEAM_METRIC,
     PristineSource,
     colour_drift,
     niqe,
@@ -275,12 +274,16 @@ def test_seam_score_checks_boundaries() -> None:
 # --- registry entries ----------------------------------------------------------------------
 
 
-def test_quality_metrics_table() -> None:
-    keys = [m.key for m in QUALITY_METRICS]
-    assert keys == ["niqe", "colour_drift_mean", "colour_drift_p95"]
-    assert not any(m.higher_is_better for m in (*QUALITY_METRICS, SEAM_METRIC))
+def test_registry_scores_quality_from_one_input() -> None:
     rgb = _photo()
     shifted = (_hue_shift(rgb.astype(np.float64) / 255.0, 10) * 255).round().astype(np.uint8)
-    for m in QUALITY_METRICS:
-        value = m.fn(shifted, rgb) if m.needs_reference else m.fn(shifted)
-        assert math.isfinite(value) and value > 0
+    inputs = ScoreInput(Image.fromarray(shifted), baseline=Image.fromarray(rgb), seams=((100, 300), (200,)))
+    got = score(inputs, [get_metric(k) for k in ("niqe", "colour_drift_mean", "colour_drift_p95", "seam_score")])
+    assert got["niqe"] == pytest.approx(niqe(shifted))
+    assert (got["colour_drift_mean"], got["colour_drift_p95"]) == pytest.approx(colour_drift(shifted, rgb))
+    assert got["seam_score"] == pytest.approx(seam_score(shifted, boundaries_x=[100, 300], boundaries_y=[200]))
+    assert all(get_metric(k).direction == "lower" for k in got)
+    # no tile layout, no seam score; too small for NIQE: NaN, not an error
+    small = ScoreInput(Image.fromarray(rgb[:100, :100]), baseline=Image.fromarray(rgb[:100, :100]))
+    got = score(small, [get_metric(k) for k in ("niqe", "seam_score", "colour_drift_mean")])
+    assert set(got) == {"niqe", "colour_drift_mean"} and math.isnan(got["niqe"]) and got["colour_drift_mean"] == 0.0

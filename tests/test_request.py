@@ -3,7 +3,17 @@ from fractions import Fraction
 import pytest
 
 from pipelines.errors import RequestError
-from pipelines.request import Percent, UpscaleRequest, parse_request, plan_size, simplest_ratio
+from pipelines.request import (
+    MAX_SEED,
+    Percent,
+    RequestFields,
+    UpscaleRequest,
+    draw_seed,
+    parse_length_text,
+    parse_request,
+    plan_size,
+    simplest_ratio,
+)
 
 
 def plan(req, size=(640, 427)):
@@ -109,3 +119,78 @@ def test_effective_levels():
 
 def test_percent_of():
     assert Percent(150).of(200) == 300
+
+
+@pytest.mark.parametrize(
+    "text, length",
+    [
+        (None, None),
+        ("", None),
+        ("  ", None),
+        ("1280", 1280),
+        (" 1280\t", 1280),
+        ("200%", Percent(200)),
+        (" 12.5 % ", Percent(12.5)),
+    ],
+)
+def test_length_text(text, length):
+    assert parse_length_text("width", text) == length
+
+
+@pytest.mark.parametrize("text", ["-5", "0", "abc", "12px", "0%", "1e3", "9" * 30])
+def test_bad_length_text_names_the_field_like_the_json(text):
+    with pytest.raises(RequestError) as err:
+        parse_length_text("height", text)
+    assert err.value.field == "height" and str(err.value).startswith("height: ")
+    if text in ("-5", "0", "abc", "0%"):  # the JSON's value gets the very same message
+        with pytest.raises(RequestError) as from_json:
+            parse_request({"height": int(text) if text.lstrip("-").isdigit() else text})
+        assert str(from_json.value) == str(err.value)
+    assert parse_length_text("padding", "0", allow_zero=True) == 0
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"fit": "stretch"}, "fit"),
+        ({"min_length": 0}, "min_length"),
+        ({"levels": (0, 3)}, "levels"),
+        ({"levels": ()}, "levels"),
+        ({"generative_upscale": "yes"}, "generative_upscale"),
+        ({"upscale_strength": 10}, "upscale_strength"),
+    ],
+)
+def test_direct_construction_gets_the_same_checks(kw, field):
+    with pytest.raises(RequestError) as err:
+        UpscaleRequest(**kw)
+    assert err.value.field == field
+
+
+def test_levels_are_sorted_once_however_the_request_is_built():
+    assert UpscaleRequest(levels=(9, 1, 9)).levels == (1, 9)
+    assert parse_request({"levels": [9, 1, 9]}).levels == (1, 9)
+    assert RequestFields(levels=[9, 1, 9]).build().levels == (1, 9)
+
+
+def test_fields_lay_over_a_request_file():
+    base = {"width": 100, "seed": 1, "background": {"color": "#102030", "generate": {"description": "a"}}}
+    r = RequestFields(height="50", prompt=" b ", seed=2.0, fit="crop").build(base)
+    assert (r.width, r.height, r.fit, r.seed) == (100, 50, "crop", 2)
+    assert (r.background_color, r.prompt) == ((16, 32, 48), "b")
+    assert RequestFields().build(base) == parse_request(base)
+    assert RequestFields(prompt="  ").build().prompt is None  # blank: the preset prompt
+    assert RequestFields(negative_prompt="").build().negative_prompt == ""  # explicitly none
+    with pytest.raises(RequestError, match="^min_length: cannot be combined"):
+        RequestFields(min_length=10).build({"width": 100})
+    with pytest.raises(RequestError, match="^seed: must be a whole number"):
+        RequestFields(seed=1.5).build()
+    with pytest.raises(RequestError, match="^background.color:"):
+        RequestFields(background="red").build()
+
+
+def test_draw_seed_is_a_valid_seed():
+    seeds = {draw_seed() for _ in range(50)}
+    assert len(seeds) > 1 and all(0 <= s <= MAX_SEED for s in seeds)
+    assert UpscaleRequest(seed=draw_seed()).seed in range(MAX_SEED + 1)

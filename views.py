@@ -1,0 +1,144 @@
+"""Plot views for the UI and reports, built from plain numbers (no engine, no gradio).
+
+matplotlib is imported inside each function, with the non-interactive Agg backend, as
+``pipelines.report.scores_figure`` does: importing this module draws nothing and opens no window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+INF_PAD = 0.15  # infinite fidelity sits this fraction of the x range beyond the largest finite value
+GENERATIVE_STYLE = {"marker": "o", "color": "C3", "label": "generative (LoRA > 0)"}
+NON_GENERATIVE_STYLE = {"marker": "s", "color": "C0", "label": "non-generative"}
+
+
+@dataclass(frozen=True)
+class PDPoint:
+    """One level on the perception–distortion plane: ``fidelity`` (higher = more faithful, e.g.
+    LR-consistency in dB; ``inf`` for an output identical to its input), ``naturalness`` (lower
+    = more natural, e.g. NIQE), optional spreads (± one standard deviation over a dataset),
+    ``highlight`` for the recommended level, ``generative`` for a level with the LoRA on."""
+
+    label: str
+    fidelity: float
+    naturalness: float
+    fidelity_spread: float | None = None
+    naturalness_spread: float | None = None
+    highlight: bool = False
+    generative: bool = False
+
+
+def perception_distortion_figure(
+    points: Sequence[PDPoint],
+    *,
+    fidelity_label: str,
+    naturalness_label: str = "NIQE (lower = more natural)",
+    title: str,
+    floor: float | None = None,
+) -> Figure:
+    """Naturalness against fidelity, one labelled marker per point: x grows to the right with
+    fidelity, the y axis is inverted so that up is more natural; the best trade-offs sit top right.
+
+    Points whose naturalness is not finite, or whose fidelity is NaN or ``-inf``, are left out;
+    ``+inf`` fidelity is drawn at the right edge and labelled ``(∞)``. ``floor``, when given,
+    is a dashed vertical line labelled "fidelity floor". No drawable point → a figure that says
+    so. Never raises on the values.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    # 1. the points that can be placed
+    shown = [
+        p for p in points if math.isfinite(p.naturalness) and (math.isfinite(p.fidelity) or p.fidelity == math.inf)
+    ]
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    ax = fig.subplots()
+    ax.set_title(title)
+    if not shown:
+        message = "no scores yet" if not points else "no finite scores to plot"
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return fig
+
+    # 2. where infinite fidelity goes: just beyond every finite value and the floor
+    finite_x = [p.fidelity for p in shown if math.isfinite(p.fidelity)] + ([floor] if floor is not None else [])
+    lo, hi = (min(finite_x), max(finite_x)) if finite_x else (0.0, 0.0)
+    edge = hi + max(INF_PAD * (hi - lo), 1.0)
+
+    def x_of(p: PDPoint) -> float:
+        return edge if math.isinf(p.fidelity) else p.fidelity
+
+    # 3. one marker group per kind, with error bars where spreads are given
+    for generative, style in ((False, NON_GENERATIVE_STYLE), (True, GENERATIVE_STYLE)):
+        group = [p for p in shown if p.generative == generative]
+        if group:
+            _group(ax, group, x_of, style)
+    for p in shown:
+        text = f"{p.label} (∞)" if math.isinf(p.fidelity) else p.label
+        ax.annotate(text, (x_of(p), p.naturalness), xytext=(6, 6), textcoords="offset points", fontsize=9)
+
+    # 4. the recommended point, the floor, the axes
+    for p in shown:
+        if p.highlight:
+            ax.scatter(
+                [x_of(p)],
+                [p.naturalness],
+                s=320,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.8,
+                label=f"recommended: {p.label}",
+                zorder=3,
+            )
+    if floor is not None:
+        ax.axvline(floor, linestyle="--", color="grey", linewidth=1.2, label="fidelity floor")
+    if any(math.isinf(p.fidelity) for p in shown):
+        _infinity_tick(ax, hi, edge)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{fidelity_label}  → more faithful")
+    ax.set_ylabel(f"{naturalness_label}  ↑ more natural")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _infinity_tick(ax: Any, hi: float, edge: float) -> None:
+    """Mark x = ``edge`` as "∞": the finite ticks stop halfway between the largest finite value
+    ``hi`` and the edge, and the axis ends far enough beyond the edge for its marker and label."""
+    right = edge + (edge - hi)
+    ticks = [float(t) for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= hi + (edge - hi) / 2]
+    ax.set_xticks([*ticks, edge], labels=[f"{t:g}" for t in ticks] + ["∞"])
+    ax.set_xlim(min(ax.get_xlim()[0], hi), right)
+
+
+def _spread(value: float | None) -> float:
+    """A spread as an error-bar length: missing or non-finite → no bar."""
+    return value if value is not None and math.isfinite(value) and value > 0 else 0.0
+
+
+def _group(ax: Any, group: Sequence[PDPoint], x_of: Callable[[PDPoint], float], style: dict[str, str]) -> None:
+    """One errorbar call for a group of points: markers, legend entry and any ± bars."""
+    xerr = [0.0 if math.isinf(p.fidelity) else _spread(p.fidelity_spread) for p in group]
+    yerr = [_spread(p.naturalness_spread) for p in group]
+    ax.errorbar(
+        [x_of(p) for p in group],
+        [p.naturalness for p in group],
+        xerr=xerr if any(xerr) else None,
+        yerr=yerr if any(yerr) else None,
+        linestyle="none",
+        markersize=7,
+        capsize=3,
+        **style,
+    )
