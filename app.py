@@ -38,12 +38,13 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
 import presets
-from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult
+from pipelines.engine import Engine, EngineConfig, LevelResult, RunResult, recommend_level
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, enable_heif, load_image
 from pipelines.metrics import LEVEL_METRICS, caption_scores, json_number
 from pipelines.models import download_models, hub_offline
+from pipelines.recommend import Recommendation
 from pipelines.report import (
     TABLE_COLUMNS,
     change_heatmap,
@@ -54,6 +55,7 @@ from pipelines.report import (
     zip_run,
 )
 from pipelines.request import FITS, RequestFields, UpscaleRequest, draw_seed, parse_request
+from views import run_quality_figure
 
 log = logging.getLogger("upscale-lab.app")
 
@@ -69,8 +71,12 @@ RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
 API_KEY_ENV = "UPSCALE_LAB_API_KEY"
 SCORES_NOTE = (
     "Distance from bicubic measures **change, not quality**: a low PSNR against level 8 means "
-    "the level departed further from a plain bicubic upscale — for better or worse."
+    "the level departed further from a plain bicubic upscale — for better or worse. "
+    "The quality scores need no reference: **NIQE** (lower = more natural), **colour drift** "
+    "(ΔE00 against bicubic, low-passed; about 1 is just noticeable) and **tile seams** (1.0 = none). "
+    "The plot below puts each level on both axes: faithful to the input (right) and natural (up)."
 )
+RECOMMEND_BADGE = "★ recommended"
 LEVEL_CHOICES = [(f"{lv.level}: {lv.recipe}", lv.level) for lv in presets.LEVELS]
 
 # --------------------------------------------------------------------------- ZeroGPU
@@ -119,6 +125,15 @@ def get_engine() -> Engine:
         return _ENGINE
 
 
+def set_engine(engine: Engine | None) -> Engine | None:
+    """Make ``engine`` the one every event uses (None: the default, created lazily on the
+    next event); returns the one it replaces."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        previous, _ENGINE = _ENGINE, engine
+    return previous
+
+
 @gpu
 def engine_run(
     image: LoadedImage,
@@ -127,8 +142,11 @@ def engine_run(
     progress: Any = None,
     cancel: threading.Event | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
+    *,
+    time_limit: float = RUN_TIME_LIMIT,
 ) -> RunResult:
-    """The one function that does GPU work: run the engine with cancel and a time limit.
+    """The one function that does GPU work: run the engine with cancel and a time limit
+    (``time_limit`` seconds).
 
     ``cancel`` is set by whoever stops the run: the Cancel button or a closed page (by
     session), a cancelled gradio_client job or a REST client that hung up (by the caller), or
@@ -145,13 +163,13 @@ def engine_run(
         timed_out.set()
         cancel.set()
 
-    timer = threading.Timer(RUN_TIME_LIMIT, time_up)
+    timer = threading.Timer(time_limit, time_up)
     timer.start()
     try:
         return engine.run(image, request, progress=progress, cancel=cancel, on_level=on_level)
     except Cancelled as exc:
         if timed_out.is_set():
-            raise LabError(f"the run took longer than the {RUN_TIME_LIMIT:g} s limit and was stopped") from exc
+            raise LabError(f"the run took longer than the {time_limit:g} s limit and was stopped") from exc
         raise
     finally:
         timer.cancel()
@@ -321,17 +339,41 @@ def gradio_progress(progress: gr.Progress | None, estimate: float | None = None)
     return report
 
 
-def level_images(result: RunResult) -> list[tuple[Any, str]]:
-    """Gallery items in grid order; levels that did not run get a cell that says why."""
+def level_images(result: RunResult, recommended: int | None = None) -> list[tuple[Any, str]]:
+    """Gallery items in grid order; levels that did not run get a cell that says why; the
+    ``recommended`` level's caption carries the badge."""
     size = result.plan.canvas
     cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
-    return level_items(result.levels, cell)
+    return level_items(result.levels, cell, recommended)
 
 
-def level_items(levels: list[LevelResult], cell: tuple[int, int]) -> list[tuple[Any, str]]:
+def recommendation_markdown(advice: Recommendation) -> str:
+    if advice.level is None:
+        return f"No recommendation: {advice.reason}"
+    return f"**{RECOMMEND_BADGE}: level {advice.level}** — {advice.reason.split(': ', 1)[-1]}"
+
+
+def recommendation_view(result: RunResult | None, floor: float | None) -> tuple[Any, Any, Any]:
+    """The recommendation at the floor now set (no re-run): the grid with the badge on the
+    recommended cell, the line under the grid, and the fidelity–naturalness plot."""
+    if result is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        floor_db = UpscaleRequest(fidelity_floor=floor).floor  # the API's check and default
+    except RequestError as exc:
+        raise gr.Error(str(exc)) from None
+    advice = recommend_level(result.levels, floor_db)
+    return level_images(result, advice.level), recommendation_markdown(advice), run_quality_figure(result, advice)
+
+
+def level_items(
+    levels: list[LevelResult], cell: tuple[int, int], recommended: int | None = None
+) -> list[tuple[Any, str]]:
     items = []
     for lv in levels:
         caption = f"{lv.level} · {lv.preset.recipe}"
+        if lv.level == recommended:
+            caption = f"{RECOMMEND_BADGE} · {caption}"
         if lv.image is not None:
             items.append((lv.image, f"{caption}\n{caption_scores(lv.metrics)}"))  # two lines: the scores are never cut
         else:
@@ -347,6 +389,8 @@ def score_table(result: RunResult) -> list[list[str]]:
 
 
 SCORE_HEADERS = ["level", "recipe", "status", *[m.label for m in LEVEL_METRICS], "time (s)"]
+# level and status narrow, the recipe wide, every score alike: headers wrap between words
+SCORE_COLUMN_WIDTHS = ["5%", "17%", "7%", *[f"{71 / (len(SCORE_HEADERS) - 3):.1f}%"] * (len(SCORE_HEADERS) - 3)]
 
 
 def out_dir() -> Path:
@@ -405,10 +449,10 @@ def fetch_button_state() -> tuple[str, Any]:
     return status_markdown(), gr.Button(interactive=reason is None)
 
 
-def fetch_weights(report: Callable[[str, int, int], None]) -> list[str]:
-    """Fetch the missing diffusion weights for the lab's engine (self-hosted use); the next
-    run finds them. Raises LabError (offline, unreachable hub, a file the repo lacks)."""
-    engine = get_engine()
+def fetch_weights(report: Callable[[str, int, int], None], *, engine: Engine | None = None) -> list[str]:
+    """Fetch the missing diffusion weights for ``engine`` (None: the lab's; self-hosted use);
+    the next run finds them. Raises LabError (offline, unreachable hub, a file the repo lacks)."""
+    engine = engine or get_engine()
     reason = fetch_unavailable_reason(engine)
     if reason:
         raise RequestError("fetch", reason)
@@ -448,7 +492,7 @@ async def run_grid(
     random_seed,
     request: gr.Request,
     progress=gr.Progress(),
-):  # noqa: B008 - gradio's injection idiom
+):
     """All nine levels: grid, scores, plot, compare, heatmaps, downloads. The grid fills in
     as levels finish (the levels without diffusion within seconds, each diffusion level when
     its pass ends); the last update carries everything."""
@@ -568,7 +612,7 @@ async def run_single(
     generative,
     request: gr.Request,
     progress=gr.Progress(),
-):  # noqa: B008
+):
     """One strength, one image: the commercial API's semantics."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
     fields = ui.fields(upscale_strength=int(strength), generative_upscale=bool(generative))
@@ -619,9 +663,8 @@ CSS = """
 def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> gr.Blocks:
     """The Blocks UI. ``engine`` injects a ready engine (tests: tiny models); None = the
     default engine, created lazily on the first event."""
-    global _ENGINE
     if engine is not None:
-        _ENGINE = engine
+        set_engine(engine)
     enable_heif()  # gradio opens uploads with Pillow before our handler sees them: phone photos too
     with gr.Blocks(title="Generative Upscale Lab", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
@@ -683,12 +726,29 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                         height=900,
                         elem_id="grid",
                     )
+                    recommendation_md = gr.Markdown(elem_id="recommendation")
+                    floor_in = gr.Slider(
+                        0,
+                        60,
+                        value=presets.DEFAULT_FIDELITY_FLOOR_DB,
+                        step=0.5,
+                        label="Fidelity floor: recommend only levels with LR-consistency at least (dB)",
+                        info="the most natural level (lowest NIQE) above it is recommended; ties go to the less generative",
+                        elem_id="floor",
+                    )
                 with gr.Tab("Scores"):
                     gr.Markdown(SCORES_NOTE)
                     table = gr.Dataframe(
-                        headers=SCORE_HEADERS, label="Scores per level", interactive=False, wrap=True, elem_id="scores"
+                        headers=SCORE_HEADERS,
+                        label="Scores per level",
+                        interactive=False,
+                        wrap=True,
+                        column_widths=SCORE_COLUMN_WIDTHS,
+                        max_height=720,
+                        elem_id="scores",
                     )
                     plot = gr.Plot(label="Scores against level")
+                    quality_plot = gr.Plot(label="Fidelity against naturalness", elem_id="pd-plot")
                 with gr.Tab("Compare"):
                     with gr.Row():
                         level_a = gr.Dropdown(LEVEL_CHOICES, value=5, label="Left")
@@ -736,6 +796,9 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
             concurrency_limit=1,
             concurrency_id="gpu",
         )
+        recommended = [gallery, recommendation_md, quality_plot]
+        run_event.then(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_name=False)
+        floor_in.change(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_name=False)
         single_event = single_btn.click(
             run_single,
             inputs=[*inputs, strength_in, generative_in],
@@ -800,7 +863,7 @@ def add_rest(api: FastAPI) -> None:
     """POST /api/v1/upscale: the commercial API's JSON → the PNG (or JSON with ?format=json)."""
 
     @api.post("/api/v1/upscale")
-    async def rest_upscale(http: Request):  # noqa: ANN202
+    async def rest_upscale(http: Request):
         key = os.environ.get(API_KEY_ENV)
         if key:
             given = (
@@ -827,8 +890,6 @@ def add_rest(api: FastAPI) -> None:
             if b64 is not None and data.get("url") is not None:
                 raise RequestError("url", "give either 'url' or 'image_base64', not both")
             req = parse_request(data)
-            if req.levels is not None and len(req.levels) != 1:
-                raise RequestError("levels", "this endpoint returns one image: give one level or use upscale_strength")
             if b64 is not None:
                 try:
                     blob = base64.b64decode(b64, validate=True)
@@ -852,7 +913,12 @@ def add_rest(api: FastAPI) -> None:
             return _error(422, str(exc))
         finally:
             _REST_SLOTS.release()
+        advice = result.recommendation
         lv = result.levels[0]
+        if len(result.levels) > 1:  # several levels asked for: the answer is the recommended one
+            if advice is None or advice.level is None:
+                return _error(422, advice.reason if advice else "no recommendation", "fidelity_floor")
+            lv = result.level(advice.level)
         if lv.image is None:
             return _error(503, f"level {lv.level} did not run: {lv.message}")
         headers = {
@@ -860,6 +926,8 @@ def add_rest(api: FastAPI) -> None:
             "X-Level": str(lv.level),
             "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}",
         }
+        if advice is not None and advice.level is not None:
+            headers["X-Recommended-Level"] = str(advice.level)
         if http.query_params.get("format") == "json":
             return JSONResponse(
                 {
@@ -868,6 +936,12 @@ def add_rest(api: FastAPI) -> None:
                     "width": lv.image.size[0],
                     "height": lv.image.size[1],
                     "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
+                    "recommended_level": advice.level if advice else None,
+                    "recommendation": advice.to_json() if advice else None,
+                    "levels": {
+                        str(x.level): {"status": x.status, "metrics": {k: json_number(v) for k, v in x.metrics.items()}}
+                        for x in result.levels
+                    },
                     "image_base64": base64.b64encode(png_bytes(lv.image)).decode(),
                     "manifest": result.manifest,
                 },

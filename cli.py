@@ -23,7 +23,7 @@ from typing import Any
 import presets
 from pipelines.engine_args import add_engine_args, engine_config
 from pipelines.errors import RequestError
-from pipelines.request import RequestFields
+from pipelines.request import FITS, RequestFields
 
 log = logging.getLogger("upscale-lab")
 
@@ -44,7 +44,7 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-length", type=int, help="shorter output side at least N px (not with width/height)")
     g.add_argument(
         "--fit",
-        choices=["canvas", "crop", "bounds", "cover"],
+        choices=list(FITS),
         help="with both width and height: canvas (default) pads, crop fills and crops, bounds fits inside, cover covers the box",
     )
     g.add_argument("--padding", help="margin in pixels or percent")
@@ -52,6 +52,13 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", help="describes the image; guides the diffusion (default: a neutral quality prompt)")
     g.add_argument("--negative-prompt", help="what to avoid (default: a preset list of artefacts)")
     g.add_argument("--seed", type=int, help="random seed (default: random, reported in the manifest)")
+    g.add_argument(
+        "--fidelity-floor",
+        type=float,
+        metavar="DB",
+        help=f"the recommendation's LR-consistency floor in dB (default {presets.DEFAULT_FIDELITY_FLOOR_DB:g}; "
+        "see docs/metrics.md)",
+    )
 
 
 def request_file(args: argparse.Namespace) -> Any:
@@ -91,6 +98,7 @@ def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
         upscale_strength=strength,
         generative_upscale=generative,
         levels=levels,
+        fidelity_floor=args.fidelity_floor,
     )
 
 
@@ -143,6 +151,8 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
         if grid:
             written = save_run(result, args.output)
             print(metrics_markdown(result))
+            if result.recommendation is not None:
+                print(f"recommended: {result.recommendation.reason}")
             print(f"seed {result.seed}; wrote {len(written)} files to {args.output}")
         else:
             lv = result.levels[0]
@@ -263,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's own name
+    def command(name: str, help: str) -> argparse.ArgumentParser:  # `help`: argparse's own name
         return sub.add_parser(name, help=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     up = command("upscale", "one image at one strength (the commercial API's semantics)")

@@ -142,3 +142,29 @@ def _group(ax: Any, group: Sequence[PDPoint], x_of: Callable[[PDPoint], float], 
         capsize=3,
         **style,
     )
+
+
+def run_quality_figure(result: Any, advice: Any = None) -> Figure:
+    """The lab's perception–distortion view of one run (a ``RunResult``): each level that ran
+    at (LR-consistency, NIQE), the ``advice`` (a ``Recommendation``) ringed, its floor drawn."""
+    same: dict[tuple[float, float, bool], list[Any]] = {}  # levels with equal scores share a point
+    for lv in result.levels:
+        if lv.status == "ok":
+            at = (lv.metrics.get("lr_consistency", math.nan), lv.metrics.get("niqe", math.nan), lv.preset.generative)
+            same.setdefault(at, []).append(lv)
+    points = [
+        PDPoint(
+            label=", ".join(str(lv.level) for lv in group),
+            fidelity=fidelity,
+            naturalness=naturalness,
+            highlight=advice is not None and any(lv.level == advice.level for lv in group),
+            generative=generative,
+        )
+        for (fidelity, naturalness, generative), group in same.items()
+    ]
+    return perception_distortion_figure(
+        points,
+        fidelity_label="LR-consistency (dB, higher = more faithful to the input)",
+        title="Fidelity against naturalness, per level",
+        floor=advice.floor if advice is not None else None,
+    )

@@ -46,8 +46,3 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
     """PIL RGB or L → float64 array ``(H, W, 3)`` (or ``(H, W)``) in ``[0, 1]``."""
     return np.asarray(image, dtype=np.float64) / 255.0
 
-
-def array_to_pil(array: np.ndarray) -> Image.Image:
-    """Float array ``(H, W, 3)`` in ``[0, 1]`` → PIL RGB (clamped, rounded)."""
-    arr = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")

@@ -34,6 +34,7 @@ from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
 from pipelines.models import DiffusionModels, load_refiner
+from pipelines.recommend import Recommendation, recommend
 from pipelines.refiner import RefineJob, Refiner, refine
 from pipelines.request import SizePlan, UpscaleRequest, draw_seed, plan_size
 from pipelines.tiling import tile_boundaries
@@ -85,6 +86,7 @@ class RunResult:
     timings: dict[str, float]
     warnings: list[str]
     manifest: dict[str, Any]
+    recommendation: Recommendation | None = None
 
     def level(self, number: int) -> LevelResult:
         for lv in self.levels:
@@ -128,18 +130,25 @@ class Engine:
     """Holds loaded models (lazily, once) and runs requests. Thread-safe: one run at a time
     per engine (a lock serialises runs; the app queues requests in front of it)."""
 
-    def __init__(self, config: EngineConfig | None = None, *, refiner: Refiner | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        refiner: Refiner | None = None,
+        upscaler: torch.nn.Module | None = None,
+    ) -> None:
+        """``refiner`` and ``upscaler``: ready models (on the engine's device and dtype) used
+        instead of loading ``config.models`` and ``config.upscaler``."""
         self.config = config or EngineConfig()
         self.device, self.dtype = pick_device(self.config.device, self.config.dtype)
         # Batching tiles pays on a GPU (H100, SD 1.5 step: 39 ms for 1 tile, 10 ms per tile at 8)
         # and costs on a CPU (12 s per tile alone, 22.6 s per tile in pairs): docs/performance.md.
         self.batch_size = self.config.batch_size or (8 if self.device.type == "cuda" else 1)
-        self._upscaler: torch.nn.Module | None = None
+        self._upscaler = upscaler
         self._refiner = refiner
         self._refiner_missing: ModelMissingError | WeightsError | None = None
         self._base_cache: OrderedDict[tuple[Any, ...], tuple[Image.Image, str | None]] = OrderedDict()
         self._lock = threading.Lock()
-        self.status_note = "not loaded"
 
     # ----------------------------------------------------------------- models
     def upscaler(self) -> torch.nn.Module:
@@ -202,6 +211,11 @@ class Engine:
         return load_image(source)
 
     # ----------------------------------------------------------------- run
+    @property
+    def busy(self) -> bool:
+        """True while a run holds the engine."""
+        return self._lock.locked()
+
     def run(
         self,
         image: LoadedImage,
@@ -232,9 +246,17 @@ class Engine:
         run.timings["total"] = time.perf_counter() - t_start
         self._learn_costs(run)
         ordered = [run.results[lv.level] for lv in run.levels]
+        advice = recommend_level(ordered, run.request.floor)
         manifest = self._manifest(run.image, run.request, run.plan, run.seed, ordered, run.timings, run.warnings)
+        manifest["recommendation"] = advice.to_json()
         return RunResult(
-            levels=ordered, seed=run.seed, plan=run.plan, timings=run.timings, warnings=run.warnings, manifest=manifest
+            levels=ordered,
+            seed=run.seed,
+            plan=run.plan,
+            timings=run.timings,
+            warnings=run.warnings,
+            manifest=manifest,
+            recommendation=advice,
         )
 
     def _plan(self, run: _Run) -> None:
@@ -580,6 +602,16 @@ class Engine:
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
+
+
+def recommend_level(levels: list[LevelResult], floor: float) -> Recommendation:
+    """The recommendation over the levels that ran (``pipelines.recommend``); a run of fewer
+    than two levels has nothing to choose between."""
+    ok = [(lv.preset, lv.metrics) for lv in levels if lv.status == "ok"]
+    if len(ok) < 2:
+        why = "one level ran" if ok else "no level ran"
+        return Recommendation(None, f"{why}: run several levels (e.g. all nine) to get a recommendation", floor, ())
+    return recommend(ok, floor=floor)
 
 
 def skips_network(input_size: tuple[int, int], content: tuple[int, int]) -> bool:

@@ -251,8 +251,3 @@ def _normalise(img: Image.Image, digest: str, fmt: str) -> LoadedImage:
         img = img.convert("RGB")
     return LoadedImage(rgb=img, alpha=alpha, grayscale=grayscale, sha256=digest, format=fmt)
 
-
-def encode_png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()

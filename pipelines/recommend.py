@@ -24,7 +24,7 @@ from typing import Any
 
 import presets
 
-DEFAULT_FLOOR_DB: float = 30.0  # provisional; justified in docs/metrics.md from measurements
+DEFAULT_FLOOR_DB: float = presets.DEFAULT_FIDELITY_FLOOR_DB  # docs/metrics.md: why this value
 
 # NIQE (pipelines/quality.py) agrees with the authors' MATLAB release to about 0.1, so two
 # scores closer than this are not a meaningful difference: they count as a tie.

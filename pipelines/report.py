@@ -54,14 +54,6 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def format_value(value: float | None) -> str:
-    if value is None:
-        return ""
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-
-
 def metrics_rows(result: RunResult) -> list[dict[str, str]]:
     """One row per level, columns ``TABLE_COLUMNS``; missing metrics are empty strings."""
     rows = []
@@ -94,6 +86,8 @@ def metrics_markdown(result: RunResult) -> str:
         if lv.message:
             by_message.setdefault(lv.message, []).append(lv.level)
     notes = [f"- level{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {m}" for m, n in by_message.items()]
+    if result.recommendation is not None:
+        notes.append(f"- recommended: {result.recommendation.reason}")
     return "\n".join([head, sep, *body, *([""] + notes if notes else [])]) + "\n"
 
 
@@ -104,10 +98,11 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def cell_caption(lv: LevelResult) -> str:
+def cell_caption(lv: LevelResult, *, recommended: bool = False) -> str:
+    star = "★ " if recommended else ""
     if lv.status != "ok":
-        return f"Level {lv.level}: {lv.preset.recipe}"
-    return f"Level {lv.level}: {lv.preset.recipe} | {caption_scores(lv.metrics)}"
+        return f"{star}Level {lv.level}: {lv.preset.recipe}"
+    return f"{star}Level {lv.level}: {lv.preset.recipe} | {caption_scores(lv.metrics)}"
 
 
 def placeholder(size: tuple[int, int], text: str) -> Image.Image:
@@ -154,7 +149,8 @@ def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
                 (cell_width, cell_h), f"Level {lv.level} not run. {lv.reason or lv.message or lv.status}"
             )
         sheet.paste(tile, (x, y + caption_h))
-        draw.text((x + 6, y + 4), cell_caption(lv), fill=(240, 240, 240), font=font)
+        picked = result.recommendation is not None and result.recommendation.level == lv.level
+        draw.text((x + 6, y + 4), cell_caption(lv, recommended=picked), fill=(240, 240, 240), font=font)
     return sheet
 
 

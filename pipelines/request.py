@@ -35,6 +35,7 @@ Fit = Literal["canvas", "crop", "bounds", "cover"]
 FITS: tuple[str, ...] = get_args(Fit)
 TOP_LEVEL_FIELDS = (
     "url",
+    "fidelity_floor",
     "width",
     "height",
     "min_length",
@@ -88,6 +89,7 @@ class UpscaleRequest:
     negative_prompt: str | None = None
     seed: int | None = None
     levels: tuple[int, ...] | None = None
+    fidelity_floor: float | None = None  # dB of LR-consistency for the recommendation; None: the default
 
     def __post_init__(self) -> None:
         # Every value check lives here, so JSON parsing, form fields and direct construction
@@ -108,6 +110,20 @@ class UpscaleRequest:
             raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if self.levels is not None:
             object.__setattr__(self, "levels", _check_levels(self.levels))  # sorted, each once
+        floor = self.fidelity_floor
+        if floor is not None:
+            if isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor):
+                raise RequestError("fidelity_floor", f"must be a number of dB, got {floor!r}")
+            if not 0 <= floor <= presets.MAX_FIDELITY_FLOOR_DB:
+                raise RequestError(
+                    "fidelity_floor", f"must be in 0..{presets.MAX_FIDELITY_FLOOR_DB:g} dB, got {floor!r}"
+                )
+            object.__setattr__(self, "fidelity_floor", float(floor))
+
+    @property
+    def floor(self) -> float:
+        """The fidelity floor the recommendation applies (dB of LR-consistency)."""
+        return presets.DEFAULT_FIDELITY_FLOOR_DB if self.fidelity_floor is None else self.fidelity_floor
 
     @property
     def effective_levels(self) -> tuple[int, ...]:
@@ -133,6 +149,7 @@ class UpscaleRequest:
             "seed": self.seed,
             "negative_prompt": self.negative_prompt,
             "levels": list(self.levels) if self.levels is not None else None,
+            "fidelity_floor": self.fidelity_floor,
         }
         if self.url is not None:
             out["url"] = self.url
@@ -303,7 +320,7 @@ def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
         kw["negative_prompt"] = _parse_prompt("negative_prompt", data["negative_prompt"])
     if data.get("levels") is not None:
         kw["levels"] = _parse_levels(data["levels"])
-    for name in ("min_length", "seed"):  # null = not given
+    for name in ("min_length", "seed", "fidelity_floor"):  # null = not given
         if data.get(name) is not None:
             kw[name] = data[name]
     for name in ("fit", "generative_upscale", "upscale_strength"):  # null is a wrong value
@@ -335,6 +352,7 @@ class RequestFields:
     upscale_strength: int | None = None
     generative_upscale: bool | None = None
     levels: Sequence[int] | None = None
+    fidelity_floor: float | None = None
 
     def build(self, base: Mapping[str, Any] | None = None) -> UpscaleRequest:
         """The fields laid over the API JSON ``base`` (a request file; the fields win), validated.
@@ -357,7 +375,7 @@ class RequestFields:
             changes["seed"] = _whole_seed(self.seed)
         if self.levels is not None:
             changes["levels"] = tuple(self.levels)
-        for name in ("min_length", "fit", "upscale_strength", "generative_upscale"):
+        for name in ("min_length", "fit", "upscale_strength", "generative_upscale", "fidelity_floor"):
             if getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
         return replace(request, **changes)
@@ -384,16 +402,10 @@ class SizePlan:
     ``canvas``: (width, height) of the final image; ``offset``: (x, y) of the content in it.
     """
 
-    input_size: tuple[int, int]
     crop: tuple[int, int, int, int]
     content: tuple[int, int]
     canvas: tuple[int, int]
     offset: tuple[int, int]
-
-    @property
-    def scale(self) -> float:
-        """Linear upscale factor from the cropped input to the content."""
-        return self.content[0] / (self.crop[2] - self.crop[0])
 
 
 def simplest_ratio(width: int, height: int) -> Fraction:
@@ -502,7 +514,7 @@ def plan_size(
             f"the limit is {max_output_pixels / 1e6:.1f} MP",
         )
     offset = ((canvas[0] - content[0]) // 2, (canvas[1] - content[1]) // 2)
-    return SizePlan(input_size=(iw, ih), crop=crop, content=content, canvas=canvas, offset=offset)
+    return SizePlan(crop=crop, content=content, canvas=canvas, offset=offset)
 
 
 def _centre_crop(iw: int, ih: int, box_ratio: Fraction) -> tuple[int, int, int, int]:

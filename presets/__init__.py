@@ -291,11 +291,12 @@ if _needed != set(DIFFUSION_SETTINGS):
 
 MAX_INPUT_PIXELS = 40_000_000  # refused before decoding (decompression bombs)
 MAX_OUTPUT_PIXELS = 36_000_000  # about 7400×4900: bounded by tiling, not by memory
-MAX_UPSCALE_NEURAL = 4  # neural ×4 at most; beyond that, bicubic from the ×4 result
 MAX_PROMPT_CHARS = 1000
 MAX_INPUT_BYTES = 50 * 1024 * 1024  # one image file the lab reads from disk (CLI, evaluation)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # one image sent to it: an upload, a URL's body, or image_base64 in a REST request
 MAX_REQUEST_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # the largest image in base64 + its JSON
+DEFAULT_FIDELITY_FLOOR_DB = 30.0  # the recommender's LR-consistency floor; docs/metrics.md says why
+MAX_FIDELITY_FLOOR_DB = 100.0
 DEFAULT_SCALE_PERCENT = 200  # no width/height/min_length given: ×2
 ESRGAN_TILE = 192  # input pixels per Real-ESRGAN tile (bounded memory at any size)
 ESRGAN_TILE_PAD = 16  # context pixels around each tile (receptive-field margin)

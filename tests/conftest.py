@@ -102,10 +102,25 @@ def lab_server(tiny_engine):
     thread.join(timeout=10)
 
 
+@contextmanager
+def serving(engine):
+    """``app`` with ``engine`` as the one its events use (None: the default); the engine it
+    served before is put back on exit."""
+    import app as lab_app
+
+    previous = lab_app.set_engine(engine)
+    try:
+        yield lab_app
+    finally:
+        lab_app.set_engine(previous)
+
+
 @pytest.fixture
 def run_outcomes(monkeypatch):
     """Record how each app run ends ("finished" or the exception's name), and helpers to wait
-    for a run to start and for the engine to be free again."""
+    for a run to be under way and for the engine to be free again."""
+    import inspect
+    import threading
     import time
     from types import SimpleNamespace
 
@@ -113,33 +128,45 @@ def run_outcomes(monkeypatch):
 
     outcomes: list[str] = []
     started: list[float] = []
+    changed = threading.Condition()
+    working = threading.Event()  # the engine reported progress: the run is under way
     real_run = lab_app.engine_run
 
+    def ended(outcome: str) -> None:
+        with changed:
+            outcomes.append(outcome)
+            changed.notify_all()
+
     def recording_run(*args, **kwargs):
-        started.append(time.monotonic())
+        call = inspect.signature(real_run).bind(*args, **kwargs)
+        progress = call.arguments.get("progress")
+
+        def observed(*report):
+            working.set()
+            if progress is not None:
+                progress(*report)
+
+        call.arguments["progress"] = observed
+        with changed:
+            started.append(time.monotonic())
         try:
-            result = real_run(*args, **kwargs)
+            result = real_run(*call.args, **call.kwargs)
         except BaseException as exc:
-            outcomes.append(type(exc).__name__)
+            ended(type(exc).__name__)
             raise
-        outcomes.append("finished")
+        ended("finished")
         return result
 
-    def wait_started(timeout: float = 60) -> None:
-        engine = lab_app.get_engine()
-        deadline = time.monotonic() + timeout
-        while not (started and engine._lock.locked()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started and engine._lock.locked(), "the run never started"
-        time.sleep(0.5)  # well inside the run
+    def wait_started(timeout: float = 120) -> None:
+        assert working.wait(timeout), "the run never started"
+        assert lab_app.get_engine().busy
 
-    def wait_done(timeout: float = 60) -> float:
+    def wait_done(timeout: float = 120) -> float:
         """Seconds until the run ended and the engine was free again."""
         t0 = time.monotonic()
-        engine = lab_app.get_engine()
-        while (len(outcomes) < len(started) or engine._lock.locked()) and time.monotonic() - t0 < timeout:
-            time.sleep(0.05)
-        assert not engine._lock.locked(), "the engine is still busy"
+        with changed:
+            assert changed.wait_for(lambda: len(outcomes) >= len(started), timeout), "the run did not end"
+        assert not lab_app.get_engine().busy, "the engine is still busy"
         return time.monotonic() - t0
 
     monkeypatch.setattr(lab_app, "engine_run", recording_run)

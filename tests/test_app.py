@@ -8,22 +8,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import serving
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = str(ROOT / "examples" / "astronaut_portrait.png")
 
 
-def test_app_builds_without_weights_and_loads_nothing(missing_engine, monkeypatch):
+def test_app_builds_without_weights_and_loads_nothing(missing_engine):
     import gradio as gr
 
-    import app as lab_app
-
-    monkeypatch.setattr(lab_app, "_ENGINE", lab_app._ENGINE)  # put the served engine back afterwards
-    demo = lab_app.build_ui(missing_engine)
-    assert isinstance(demo, gr.Blocks)
-    assert missing_engine._upscaler is None and missing_engine._refiner is None  # nothing loaded at build
-    assert "missing" in lab_app.status_markdown()
+    with serving(None) as lab_app:  # the engine served before comes back afterwards
+        demo = lab_app.build_ui(missing_engine)
+        assert isinstance(demo, gr.Blocks)
+        assert not any(s.startswith("loaded") for s in missing_engine.model_status().values())  # nothing loaded
+        assert "missing" in lab_app.status_markdown()
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +255,25 @@ def test_rest_huge_numbers_are_clear_errors(lab_server):
         lab_server + "/api/v1/upscale", {"image_base64": b64_photo(), "width": "1" + "0" * 400 + "%"}
     )
     assert status == 422 and json.loads(body)["field"] == "width"
+
+
+def test_rest_returns_the_recommended_level_of_several(lab_server):
+    from pipelines.recommend import NIQE_TIE
+
+    body = {"image_base64": b64_photo((96, 96)), "width": 288, "levels": [7, 8, 9], "seed": 1}
+    status, headers, raw = post(lab_server + "/api/v1/upscale?format=json", body)
+    assert status == 200, raw[:300]
+    doc = json.loads(raw)
+    pick = doc["recommended_level"]
+    assert pick in (7, 8, 9) and doc["level"] == pick and headers["x-recommended-level"] == str(pick)
+    assert doc["recommendation"]["reason"].startswith(f"level {pick}")
+    # the pick follows the rule over the scores the response carries
+    floor = doc["recommendation"]["floor_db"]
+    scores = {int(n): v["metrics"] for n, v in doc["levels"].items()}
+    eligible = [m["niqe"] for m in scores.values() if m["lr_consistency"] == "inf" or m["lr_consistency"] >= floor]
+    assert scores[pick]["niqe"] <= min(eligible) + NIQE_TIE
+    # a floor no level reaches: the reason, naming the field to change; a bad floor: the range
+    status, _, raw = post(lab_server + "/api/v1/upscale", {**body, "fidelity_floor": 99})
+    assert status == 422 and json.loads(raw)["field"] == "fidelity_floor" and "99 dB" in json.loads(raw)["error"]
+    status, _, raw = post(lab_server + "/api/v1/upscale", {**body, "fidelity_floor": -3})
+    assert status == 422 and json.loads(raw)["field"] == "fidelity_floor"

@@ -88,8 +88,9 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
         page.mouse.down()
         page.mouse.move(box["x"] + box["width"] * 0.15, y, steps=8)
         page.mouse.up()
-        page.wait_for_timeout(300)
-        after = page.screenshot(clip=box)
+        deadline = time.monotonic() + 30
+        while (after := page.screenshot(clip=box)) == before and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
         assert before != after  # the divider moved
         page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
         browser.close()

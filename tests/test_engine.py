@@ -232,9 +232,19 @@ def test_manifest_replays(nine, tiny_engine, photo):
 
 
 def test_base_paths_cached_across_runs(tiny_engine, photo):
-    tiny_engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
-    second = tiny_engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
-    assert second.timings["base_upscale_4"] < 0.05  # served from the cache, no ×4 pass
+    x4 = tiny_engine.upscaler()
+    engine = Engine(tiny_engine.config, upscaler=x4)  # the same ×4 network, an empty base cache
+    passes = []
+    hook = x4.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        first = engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
+        computed = len(passes)
+        second = engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
+    finally:
+        hook.remove()
+    assert computed > 0  # the first run ran the ×4 network
+    assert len(passes) == computed  # the second was served from the cache, no ×4 pass
+    assert second.level(7).image.tobytes() == first.level(7).image.tobytes()
 
 
 def test_alpha_grayscale_and_canvas(tiny_engine):
@@ -388,3 +398,22 @@ def test_the_vae_keeps_fp32_weights_under_bf16(tiny_models):
     assert next(bf16.unet.parameters()).dtype == torch.bfloat16
     for (name, a), (_, b) in zip(fp32.vae.state_dict().items(), bf16.vae.state_dict().items(), strict=True):
         assert b.dtype == torch.float32 and torch.equal(a, b), name
+
+
+def test_run_recommends_by_the_rule_and_records_it(tiny_engine, photo):
+    from pipelines.recommend import recommend
+
+    request = UpscaleRequest(width=256, levels=(7, 8, 9), seed=1)
+    result = tiny_engine.run(photo, request)
+    advice = result.recommendation
+    assert advice is not None and advice.level in (7, 8, 9), advice
+    expected = recommend([(lv.preset, lv.metrics) for lv in result.levels], floor=presets.DEFAULT_FIDELITY_FLOOR_DB)
+    assert advice == expected
+    assert result.manifest["recommendation"] == advice.to_json()
+    assert all(math.isfinite(lv.metrics["niqe"]) for lv in result.levels)  # 256 px: NIQE has its blocks
+    # the request's floor is the one applied; nobody reaches 99 dB
+    strict = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(7, 8, 9), seed=1, fidelity_floor=99))
+    assert strict.recommendation.level is None and "99 dB" in strict.recommendation.reason
+    assert strict.manifest["request"]["fidelity_floor"] == 99.0
+    single = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(8,)))
+    assert single.recommendation.level is None and "one level ran" in single.recommendation.reason

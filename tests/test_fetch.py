@@ -61,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "image/png")
             self.end_headers()
             try:
-                for _ in range(100):
+                for _ in range(600):  # a byte every 0.1 s for a minute
                     self.wfile.write(b"\0")
                     self.wfile.flush()
                     time.sleep(0.1)
@@ -191,7 +191,7 @@ def test_trickling_server_times_out(server):
         "longer than|timed out",
         relaxed(server, total_timeout=1.0, read_timeout=0.5),
     )
-    assert took < 3.0
+    assert took < 30  # stopped by the total timeout, long before the trickle ends (room for a busy machine)
 
 
 def test_http_error_status(server):

@@ -159,12 +159,11 @@ def test_fetch_weights_in_the_lab(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("SPACE_ID", "someone/lab")
     assert "preload_from_hub" in lab_app.fetch_unavailable_reason(engine)
     monkeypatch.delenv("SPACE_ID")
-    monkeypatch.setattr(lab_app, "_ENGINE", engine)  # the lab's engine for this test only
     steps: list[tuple[str, int, int]] = []
     with hub.activate(hf_home=tmp_path / "hf"):
         assert lab_app.fetch_unavailable_reason(engine) is None
         assert all(engine.model_status()[m].startswith("missing") for m in DIFFUSION)
-        lab_app.fetch_weights(lambda message, done, total: steps.append((message, done, total)))
+        lab_app.fetch_weights(lambda message, done, total: steps.append((message, done, total)), engine=engine)
         status = engine.model_status()
         assert all(status[m].startswith("available") for m in DIFFUSION), status
         assert lab_app.fetch_unavailable_reason(engine) == "every model is here."

@@ -86,7 +86,7 @@ def test_queue_is_bounded_and_nobody_hangs(tiny_engine, tmp_path):
         try:
             job.result(timeout=180)
             return "ok"
-        except Exception as exc:  # noqa: BLE001 - classify every outcome
+        except Exception as exc:  # classify every outcome
             return "queue full" if "queue" in str(exc).lower() and "full" in str(exc).lower() else f"error: {exc}"
 
     t0 = time.monotonic()

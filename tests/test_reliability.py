@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import serving
 from PIL import Image
 
 import presets
@@ -137,17 +138,15 @@ class Flaky:
 
 
 def test_oom_in_x4_retries_with_smaller_tiles_then_fails_clearly(tiny_models):
-    engine = Engine(
-        EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", esrgan_tile=64, base_cache_size=0)
-    )
-    real = engine.upscaler()
-    engine._upscaler = Flaky(real, 70)  # 64 px tiles + context do not "fit", 32 px tiles do
+    config = EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", esrgan_tile=64, base_cache_size=0)
+    flaky = Flaky(Engine(config).upscaler(), 70)  # 64 px tiles + context do not "fit", 32 px tiles do
+    engine = Engine(config, upscaler=flaky)
     r = engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
-    assert r.level(7).status == "ok" and engine._upscaler.raised >= 1
-    engine._upscaler = Flaky(real, 4)  # nothing fits
+    assert r.level(7).status == "ok" and flaky.raised >= 1
+    flaky.max_side = 4  # nothing fits
     with pytest.raises(OutOfMemoryError, match="out of memory in the ×4 upscaler"):
         engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
-    engine._upscaler = real
+    flaky.max_side = float("inf")  # the memory is back
     assert engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,))).level(7).status == "ok"
 
 
@@ -231,40 +230,37 @@ def test_cancel_mid_run_releases_and_keeps_serving(tiny_engine):
             progress=progress,
             cancel=cancel,
         )
-    assert not tiny_engine._lock.locked()
+    assert not tiny_engine.busy
     assert tiny_engine.run(load_image(photo()), UpscaleRequest(levels=(1,), seed=1)).level(1).status == "ok"
 
 
-def test_app_cancel_button_and_time_limit(tiny_engine, monkeypatch):
-    import app as lab_app
+def test_app_cancel_button_and_time_limit(tiny_engine):
+    with serving(tiny_engine) as lab_app:
+        image = load_image(photo((64, 64)))
+        req = UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=1)
+        started = threading.Event()
+        errors: list[BaseException] = []
 
-    lab_app.build_ui(tiny_engine)
-    image = load_image(photo((64, 64)))
-    req = UpscaleRequest(width=128, levels=presets.LEVEL_NUMBERS, seed=1)
-    started = threading.Event()
-    errors: list[BaseException] = []
+        def progress(stage, done, total):
+            started.set()
+            threading.Event().wait(0.05)
 
-    def progress(stage, done, total):
-        started.set()
-        threading.Event().wait(0.05)
+        def run():
+            try:
+                lab_app.engine_run(image, req, "session-1", progress)
+            except BaseException as exc:  # collected for the assertion
+                errors.append(exc)
 
-    def run():
-        try:
-            lab_app.engine_run(image, req, "session-1", progress)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
+        t = threading.Thread(target=run)
+        t.start()
+        assert started.wait(30)
 
-    t = threading.Thread(target=run)
-    t.start()
-    assert started.wait(30)
+        class FakeRequest:
+            session_hash = "session-1"
 
-    class FakeRequest:
-        session_hash = "session-1"
-
-    assert lab_app.cancel_run(FakeRequest()) == "Cancelling…"
-    t.join(60)
-    assert errors and isinstance(errors[0], Cancelled)
-    monkeypatch.setattr(lab_app, "RUN_TIME_LIMIT", 0.01)
-    with pytest.raises(LabError, match="limit and was stopped"):
-        lab_app.engine_run(image, req, None, lambda *a: threading.Event().wait(0.05))
+        assert lab_app.cancel_run(FakeRequest()) == "Cancelling…"
+        t.join(60)
+        assert errors and isinstance(errors[0], Cancelled)
+        with pytest.raises(LabError, match="limit and was stopped"):
+            lab_app.engine_run(image, req, None, lambda *a: threading.Event().wait(0.05), time_limit=0.01)
     assert not [p for p in os.listdir(".") if p.endswith(".tmp")]

@@ -194,3 +194,16 @@ def test_draw_seed_is_a_valid_seed():
     seeds = {draw_seed() for _ in range(50)}
     assert len(seeds) > 1 and all(0 <= s <= MAX_SEED for s in seeds)
     assert UpscaleRequest(seed=draw_seed()).seed in range(MAX_SEED + 1)
+
+
+def test_fidelity_floor_is_checked_and_defaults():
+    import presets
+
+    assert parse_request({}).floor == presets.DEFAULT_FIDELITY_FLOOR_DB
+    assert parse_request({"fidelity_floor": 25}).floor == 25.0
+    assert parse_request({"fidelity_floor": None}).fidelity_floor is None
+    assert parse_request(parse_request({"fidelity_floor": 25}).to_json()).fidelity_floor == 25.0
+    for bad in ("30", -1, 101, True, float("nan")):
+        with pytest.raises(RequestError) as err:
+            parse_request({"fidelity_floor": bad})
+        assert err.value.field == "fidelity_floor" and "dB" in str(err.value)
