@@ -390,7 +390,12 @@ def score_table(result: RunResult) -> list[list[str]]:
 
 SCORE_HEADERS = ["level", "recipe", "status", *[m.label for m in LEVEL_METRICS], "time (s)"]
 # level and status narrow, the recipe wide, every score alike: headers wrap between words
-SCORE_COLUMN_WIDTHS = ["5%", "17%", "7%", *[f"{71 / (len(SCORE_HEADERS) - 3):.1f}%"] * (len(SCORE_HEADERS) - 3)]
+SCORE_COLUMN_WIDTHS: list[str | int] = [
+    "5%",
+    "17%",
+    "7%",
+    *[f"{71 / (len(SCORE_HEADERS) - 3):.1f}%"] * (len(SCORE_HEADERS) - 3),
+]
 
 
 def out_dir() -> Path:
@@ -797,8 +802,8 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
             concurrency_id="gpu",
         )
         recommended = [gallery, recommendation_md, quality_plot]
-        run_event.then(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_name=False)
-        floor_in.change(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_name=False)
+        run_event.then(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_visibility="private")
+        floor_in.change(recommendation_view, inputs=[state, floor_in], outputs=recommended, api_visibility="private")
         single_event = single_btn.click(
             run_single,
             inputs=[*inputs, strength_in, generative_in],
@@ -807,11 +812,17 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
             concurrency_limit=1,
             concurrency_id="gpu",
         )
-        cancel_btn.click(cancel_run, outputs=[message], cancels=[run_event, single_event], api_name=False, queue=False)
+        cancel_btn.click(
+            cancel_run, outputs=[message], cancels=[run_event, single_event], api_visibility="private", queue=False
+        )
         for dd in (level_a, level_b):
-            dd.change(compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_name=False, queue=False)
-        demo.load(fetch_button_state, outputs=[status_md, fetch_btn], api_name=False, queue=False)
-        fetch_btn.click(fetch_weights_event, outputs=[status_md, fetch_btn], api_name=False, concurrency_id="gpu")
+            dd.change(
+                compare_pair, inputs=[state, level_a, level_b], outputs=[slider], api_visibility="private", queue=False
+            )
+        demo.load(fetch_button_state, outputs=[status_md, fetch_btn], api_visibility="private", queue=False)
+        fetch_btn.click(
+            fetch_weights_event, outputs=[status_md, fetch_btn], api_visibility="private", concurrency_id="gpu"
+        )
         demo.unload(cancel_on_leave)
     demo.queue(max_size=queue_max or QUEUE_MAX, default_concurrency_limit=1)
     return demo

@@ -258,6 +258,77 @@ def monotonic_check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+RECOMMENDATION_KEYS = ("psnr_y", "ssim_y", "lr_consistency", "niqe")  # the comparison's columns
+
+
+def recommendation_check(records: list[dict[str, Any]], floor: float) -> dict[str, Any]:
+    """The recommender on every image (``pipelines.recommend``, fidelity = LR-consistency,
+    naturalness = NIQE, as in the lab), and how the level it picks compares with each fixed
+    level over the same images: mean ± std of ``RECOMMENDATION_KEYS``, and how often each
+    level was picked."""
+    from pipelines.recommend import recommend
+
+    picks: dict[str, int | None] = {}
+    for r in records:
+        ran = [
+            (presets.get_level(int(n)), {k: number(v) for k, v in e.items() if k in ("lr_consistency", "niqe")})
+            for n, e in r["levels"].items()
+            if e.get("status") == "ok" and e.get("niqe") is not None and e.get("lr_consistency") is not None
+        ]
+        picks[r["image"]] = recommend(ran, floor=floor).level if len(ran) > 1 else None
+    chosen = [r for r in records if picks[r["image"]] is not None]
+
+    def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {}
+        for k in RECOMMENDATION_KEYS:
+            vals = [v for v in (number(x[k]) for x in rows if x.get(k) is not None) if math.isfinite(v)]
+            out[k] = {"mean": float(np.mean(vals)) if vals else None, "std": float(np.std(vals)) if vals else None}
+        return out
+
+    fixed = {}
+    for n in sorted({int(n) for r in chosen for n in r["levels"]}):
+        rows = [r["levels"][str(n)] for r in chosen if r["levels"].get(str(n), {}).get("status") == "ok"]
+        if len(rows) == len(chosen):  # only levels that ran on every image compare like with like
+            fixed[str(n)] = stats(rows)
+    counts: dict[str, int] = {}
+    for level in picks.values():
+        counts[str(level) if level is not None else "none"] = counts.get(str(level) if level else "none", 0) + 1
+    return {
+        "floor_db": floor,
+        "images": len(chosen),
+        "picks": dict(sorted(counts.items())),
+        "per_image": picks,
+        "recommended": stats([r["levels"][str(picks[r["image"]])] for r in chosen]),
+        "fixed": fixed,
+    }
+
+
+def recommendation_markdown(check: dict[str, Any]) -> str:
+    picks = ", ".join(f"{'no pick' if k == 'none' else 'level ' + k} × {v}" for k, v in check["picks"].items())
+    lines = [
+        f"Recommended level (fidelity floor {check['floor_db']:g} dB LR-consistency; most natural above it): "
+        f"{picks or 'no images'}.",
+        "",
+    ]
+    if not check["images"]:
+        return "\n".join(lines + ["- no image had a recommendation", ""])
+    columns = [get_metric(k) for k in RECOMMENDATION_KEYS]
+    lines += [
+        "| level | " + " | ".join(c.label for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    rows = [("recommended", check["recommended"]), *((f"{n} (always)", st) for n, st in check["fixed"].items())]
+    for name, st in rows:
+        cells = [
+            f"{st[c.key]['mean']:.{c.decimals}f} ± {st[c.key]['std']:.{c.decimals}f}"
+            if st[c.key]["mean"] is not None
+            else "—"
+            for c in columns
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", f"Over the {check['images']} images with a recommendation.", ""])
+
+
 def best_levels(summary: dict[str, Any], column: Metric) -> set[int]:
     """The levels whose mean is best in ``column`` (by its direction; ties at the shown
     decimals all count). Empty when the column has no direction (a distance from the
@@ -428,14 +499,47 @@ def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.fig
     return fig
 
 
+def perception_distortion_summary_figure(summary: dict[str, Any], check: dict[str, Any] | None) -> Any:
+    """Each level at (mean PSNR-Y against the ground truth, mean NIQE) with ± std bars; the
+    recommended level's mean as its own ringed point."""
+    from views import PDPoint, perception_distortion_figure
+
+    def point(label: str, st: dict[str, Any], **kw: Any) -> PDPoint:
+        return PDPoint(
+            label=label,
+            fidelity=st["psnr_y"]["mean"] if st["psnr_y"]["mean"] is not None else math.nan,
+            naturalness=st["niqe"]["mean"] if st["niqe"]["mean"] is not None else math.nan,
+            fidelity_spread=st["psnr_y"]["std"],
+            naturalness_spread=st["niqe"]["std"],
+            **kw,
+        )
+
+    points = [
+        point(str(e["level"]), e, generative=presets.get_level(e["level"]).generative)
+        for e in summary.values()
+        if e["images"]
+    ]
+    if check is not None and check["images"]:
+        points.append(point("recommended", check["recommended"], highlight=True))
+    return perception_distortion_figure(
+        points,
+        fidelity_label="PSNR-Y vs ground truth (dB, higher = more faithful)",
+        title="Fidelity against naturalness (mean ± std over the images)",
+    )
+
+
 PLOT_CAPTIONS = {
+    "perception_distortion": "The perception–distortion view: each level's mean fidelity to the ground truth "
+    "against its mean naturalness (NIQE, up = more natural), ± one standard deviation; the recommended level's "
+    "mean is ringed.",
     "scores_vs_level": "Fidelity to the ground truth per level: mean ± standard deviation over the images.",
     "fidelity_vs_change": "Fidelity against change from the bicubic baseline, one point per level.",
 }
 
 
-def plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """Write ``scores_vs_level.png`` and ``fidelity_vs_change.png``; returns their paths by name."""
+def plots(summary: dict[str, Any], folder: Path, check: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``scores_vs_level.png``, ``fidelity_vs_change.png`` and ``perception_distortion.png``;
+    returns their paths by name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,6 +547,7 @@ def plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     for name, fig in (
         ("scores_vs_level", scores_vs_level_figure(summary)),
         ("fidelity_vs_change", fidelity_vs_change_figure(summary)),
+        ("perception_distortion", perception_distortion_summary_figure(summary, check)),
     ):
         out[name] = folder / f"{name}.png"
         buf = io.BytesIO()
@@ -567,6 +672,33 @@ def monotonicity_html(mono: list[dict[str, Any]]) -> str:
     )
 
 
+def recommendation_html(check: dict[str, Any]) -> str:
+    """The recommendation check as a table: the recommended level against each fixed level."""
+    picks = ", ".join(f"{'no pick' if k == 'none' else 'level ' + k} × {v}" for k, v in check["picks"].items())
+    intro = (
+        f'<p class="note">The lab\'s recommendation on each image (the most natural level, lowest NIQE, among '
+        f"those with LR-consistency ≥ {check['floor_db']:g} dB; ties to the less generative): "
+        f"{html.escape(picks or 'no images')}.</p>"
+    )
+    if not check["images"]:
+        return intro
+    columns = [get_metric(k) for k in RECOMMENDATION_KEYS]
+    head = "".join(f'<th scope="col" class="num">{html.escape(c.label)}</th>' for c in columns)
+    rows = []
+    for name, st in [("recommended", check["recommended"]), *((f"{n} (always)", v) for n, v in check["fixed"].items())]:
+        cells = "".join(
+            f'<td class="num">{st[c.key]["mean"]:.{c.decimals}f} <span class="dim">± {st[c.key]["std"]:.{c.decimals}f}</span></td>'
+            if st[c.key]["mean"] is not None
+            else '<td class="num">—</td>'
+            for c in columns
+        )
+        rows.append(f'<tr><th scope="row">{html.escape(name)}</th>{cells}</tr>')
+    return (
+        intro + '<div class="table-wrap"><table class="recommendation"><thead><tr><th scope="col">Level</th>'
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _img(b64: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
 
@@ -614,6 +746,7 @@ def html_report(
     mono: list[dict[str, Any]],
     plot_paths: dict[str, Path],
     title: str,
+    check: dict[str, Any] | None = None,
 ) -> str:
     """The self-contained report (images inlined as data URIs, no external resources): title,
     the per-level table, the monotonicity check, the plots and every image's grid. All text
@@ -631,6 +764,8 @@ def html_report(
         monotonicity_html(mono),
         "</section>",
     ]
+    if check is not None:
+        parts += ["<section><h2>Recommended level</h2>", recommendation_html(check), "</section>"]
     if plot_paths:
         parts.append('<section><h2>Plots</h2><div class="plots">')
         for name, path in plot_paths.items():
@@ -651,11 +786,14 @@ def write_outputs(out: Path, records: list[dict[str, Any]], args: argparse.Names
     summary = aggregate(records, args.levels)
     mono = monotonic_check(records)
     title = f"{', '.join(Path(f).name for f in args.folders)} ×{args.scale} (degradation: {deg.label()})"
-    md = summary_markdown(summary, mono, title)
+    check = recommendation_check(records, args.fidelity_floor)
+    md = summary_markdown(summary, mono, title) + "\n" + recommendation_markdown(check)
     atomic_write(out / "summary.md", md.encode())
     atomic_write(
         out / "summary.json",
-        json.dumps(jsonable({"title": title, "levels": summary, "monotonicity": mono}), indent=2).encode(),
+        json.dumps(
+            jsonable({"title": title, "levels": summary, "monotonicity": mono, "recommendation": check}), indent=2
+        ).encode(),
     )
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -679,8 +817,8 @@ def write_outputs(out: Path, records: list[dict[str, Any]], args: argparse.Names
             ]
         )
     atomic_write(out / "summary.csv", buf.getvalue().encode())
-    plot_paths = plots(summary, out) if any(e["images"] for e in summary.values()) else {}
-    atomic_write(out / "report.html", html_report(records, summary, mono, plot_paths, title).encode())
+    plot_paths = plots(summary, out, check) if any(e["images"] for e in summary.values()) else {}
+    atomic_write(out / "report.html", html_report(records, summary, mono, plot_paths, title, check).encode())
     return md
 
 
@@ -699,6 +837,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed for degradations and diffusion (default %(default)s)")
     p.add_argument("--fresh", action="store_true", help="ignore per-image results already in the output folder")
     p.add_argument("--tiny-models", metavar="DIR", help=argparse.SUPPRESS)  # tests: tiny random diffusion parts
+    p.add_argument(
+        "--fidelity-floor",
+        type=float,
+        default=presets.DEFAULT_FIDELITY_FLOOR_DB,
+        metavar="DB",
+        help="the recommendation's LR-consistency floor (default %(default)s dB; see docs/metrics.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_args(p)
     args = p.parse_args(argv)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,10 +56,10 @@ def perception_distortion_figure(
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    # 1. the points that can be placed
-    shown = [
-        p for p in points if math.isfinite(p.naturalness) and (math.isfinite(p.fidelity) or p.fidelity == math.inf)
-    ]
+    # 1. the points that can be placed; points at the same spot (levels with equal scores) share one label
+    shown = merge_coincident(
+        [p for p in points if math.isfinite(p.naturalness) and (math.isfinite(p.fidelity) or p.fidelity == math.inf)]
+    )
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     ax = fig.subplots()
@@ -144,23 +144,33 @@ def _group(ax: Any, group: Sequence[PDPoint], x_of: Callable[[PDPoint], float], 
     )
 
 
+def merge_coincident(points: Sequence[PDPoint]) -> list[PDPoint]:
+    """Points with the same coordinates and kind become one, labelled ``"8, 9"`` (highlighted
+    when any of them is); order kept."""
+    groups: dict[tuple[float, float, bool], list[PDPoint]] = {}
+    for p in points:
+        groups.setdefault((p.fidelity, p.naturalness, p.generative), []).append(p)
+    return [
+        group[0]
+        if len(group) == 1
+        else replace(group[0], label=", ".join(p.label for p in group), highlight=any(p.highlight for p in group))
+        for group in groups.values()
+    ]
+
+
 def run_quality_figure(result: Any, advice: Any = None) -> Figure:
     """The lab's perception–distortion view of one run (a ``RunResult``): each level that ran
     at (LR-consistency, NIQE), the ``advice`` (a ``Recommendation``) ringed, its floor drawn."""
-    same: dict[tuple[float, float, bool], list[Any]] = {}  # levels with equal scores share a point
-    for lv in result.levels:
-        if lv.status == "ok":
-            at = (lv.metrics.get("lr_consistency", math.nan), lv.metrics.get("niqe", math.nan), lv.preset.generative)
-            same.setdefault(at, []).append(lv)
     points = [
         PDPoint(
-            label=", ".join(str(lv.level) for lv in group),
-            fidelity=fidelity,
-            naturalness=naturalness,
-            highlight=advice is not None and any(lv.level == advice.level for lv in group),
-            generative=generative,
+            label=str(lv.level),
+            fidelity=lv.metrics.get("lr_consistency", math.nan),
+            naturalness=lv.metrics.get("niqe", math.nan),
+            highlight=advice is not None and lv.level == advice.level,
+            generative=lv.preset.generative,
         )
-        for (fidelity, naturalness, generative), group in same.items()
+        for lv in result.levels
+        if lv.status == "ok"
     ]
     return perception_distortion_figure(
         points,

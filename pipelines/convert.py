@@ -45,4 +45,3 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
 def pil_to_array(image: Image.Image) -> np.ndarray:
     """PIL RGB or L → float64 array ``(H, W, 3)`` (or ``(H, W)``) in ``[0, 1]``."""
     return np.asarray(image, dtype=np.float64) / 255.0
-

@@ -250,4 +250,3 @@ def _normalise(img: Image.Image, digest: str, fmt: str) -> LoadedImage:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return LoadedImage(rgb=img, alpha=alpha, grayscale=grayscale, sha256=digest, format=fmt)
-

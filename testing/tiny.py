@@ -234,7 +234,7 @@ def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2)
     cond_channels = (16, 32) if vae_factor == 2 else (16, 16, 32, 32)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=cond_channels)
     make_live(controlnet)
-    vae = AutoencoderKL(
+    vae: Any = AutoencoderKL(  # Any: mypy reads diffusers' top-level names as its torch-less dummies
         block_out_channels=[32, 64] if vae_factor == 2 else [32, 32, 64, 64],
         in_channels=3,
         out_channels=3,

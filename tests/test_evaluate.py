@@ -244,7 +244,9 @@ def test_html_report_renders_a_real_table(tmp_path):
 
     import presets
 
-    args = argparse.Namespace(levels=list(presets.LEVEL_NUMBERS), folders=["data/CSun_Hays80"], scale=4)
+    args = argparse.Namespace(
+        levels=list(presets.LEVEL_NUMBERS), folders=["data/CSun_Hays80"], scale=4, fidelity_floor=25.0
+    )
     evaluate.write_outputs(tmp_path, synthetic_records(), args, evaluate.Degradation(jpeg=30))
     page = (tmp_path / "report.html").read_text()
     doc = parse_html(page)
@@ -320,3 +322,24 @@ def test_plots_against_level_are_padded():
     ]
     for ax in scores_figure(SimpleNamespace(levels=levels)).axes:
         assert ax.get_xlim() == pytest.approx(wanted)
+
+
+def test_recommendation_check_follows_the_floor():
+    """Synthetic scores: NIQE rises with the level (level 1 most natural), LR-consistency is
+    30 dB everywhere but 35 at level 4: floor 25 picks level 1 on both images, floor 32 level 4,
+    floor 40 none; the recommended row equals the picked level's scores."""
+    records = synthetic_records()
+    low = evaluate.recommendation_check(records, 25.0)
+    assert low["picks"] == {"1": 2} and low["images"] == 2
+    assert low["recommended"]["niqe"]["mean"] == pytest.approx(3.2)
+    assert low["recommended"] == low["fixed"]["1"]
+    assert "2" not in low["fixed"]  # level 2 did not run on these images: no like-for-like comparison
+    high = evaluate.recommendation_check(records, 32.0)
+    assert high["picks"] == {"4": 2} and high["recommended"]["lr_consistency"]["mean"] == pytest.approx(35.0)
+    none = evaluate.recommendation_check(records, 40.0)
+    assert none["picks"] == {"none": 2} and none["images"] == 0
+    md = evaluate.recommendation_markdown(high)
+    assert "level 4 × 2" in md and "| recommended | " in md and "| 4 (always) | " in md
+    assert "no image had a recommendation" in evaluate.recommendation_markdown(none)
+    page = evaluate.recommendation_html(high)
+    assert page.count("<tr>") == 1 + 1 + len(high["fixed"]) and "level 4 × 2" in page
