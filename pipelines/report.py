@@ -92,6 +92,13 @@ def metrics_markdown(result: RunResult) -> str:
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (matplotlib ships it: it has Δ and ★), else Pillow's default font."""
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
@@ -99,10 +106,14 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def cell_caption(lv: LevelResult, *, recommended: bool = False) -> str:
-    star = "★ " if recommended else ""
-    if lv.status != "ok":
-        return f"{star}Level {lv.level}: {lv.preset.recipe}"
-    return f"{star}Level {lv.level}: {lv.preset.recipe} | {caption_scores(lv.metrics)}"
+    """Two lines: ``Level N: recipe`` (★ and "recommended" for the recommended level), then the
+    short scores or the status."""
+    head = (
+        f"★ Level {lv.level} (recommended): {lv.preset.recipe}"
+        if recommended
+        else f"Level {lv.level}: {lv.preset.recipe}"
+    )
+    return f"{head}\n{caption_scores(lv.metrics) if lv.status == 'ok' else lv.status}"
 
 
 def placeholder(size: tuple[int, int], text: str) -> Image.Image:
@@ -133,8 +144,9 @@ def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
     by_level = {lv.level: lv for lv in result.levels}
     cw, ch = result.plan.canvas
     cell_h = max(1, round(cell_width * ch / cw))
-    caption_h = max(22, cell_width // 18)
-    font = _font(max(11, cell_width // 36))
+    font_px = max(10, cell_width // 40)
+    caption_h = round(font_px * 2.7) + 8  # two lines
+    font = _font(font_px)
     sheet = Image.new("RGB", (3 * cell_width, 3 * (cell_h + caption_h)), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
     for preset in presets.LEVELS:
@@ -150,7 +162,11 @@ def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
             )
         sheet.paste(tile, (x, y + caption_h))
         picked = result.recommendation is not None and result.recommendation.level == lv.level
-        draw.text((x + 6, y + 4), cell_caption(lv, recommended=picked), fill=(240, 240, 240), font=font)
+        if picked:  # the badge: a gold frame around the cell and its caption
+            draw.rectangle((x, y, x + cell_width - 1, y + caption_h + cell_h - 1), outline=(240, 190, 40), width=4)
+        draw.multiline_text(
+            (x + 8, y + 4), cell_caption(lv, recommended=picked), fill=(240, 240, 240), font=font, spacing=3
+        )
     return sheet
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv with the pinned requirements.
 #   bash scripts/setup.sh          # to run the lab
-#   bash scripts/setup.sh --dev    # also test tools and Debian's chromium (browser test)
+#   bash scripts/setup.sh --dev    # also test tools, the NIQE calibration images and Debian's
+#                                  # chromium (what tests/test_quality.py and test_browser.py need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,6 +12,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt
+  # tests/test_quality.py checks NIQE against MATLAB values published for these images
+  .venv/bin/python bench/niqe_reference.py --fetch-only
   if [ ! -x /usr/bin/chromium ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -53,19 +53,24 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(lab_server + "/")
         page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
-        page.locator("#width-in input").fill("128")
+        page.locator("#width-in input").fill("512")  # ×2, and NIQE needs 192 px a side: a recommendation
         page.get_by_role("button", name="Run all nine levels").click()
         expect(page.locator("#run-note")).to_contain_text("Seed", timeout=240_000)  # the run's last update
+        recommendation = page.locator("#recommendation")
+        expect(recommendation).to_contain_text("recommended: level", timeout=60_000)
+        picked = int(recommendation.inner_text().split("recommended: level")[1].split()[0])
         captions = page.locator("#grid .caption-label")
         expect(captions).to_have_count(9, timeout=30_000)
+        expect(captions.filter(has_text="★ recommended")).to_have_count(1, timeout=30_000)
         page.wait_for_timeout(500)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "grid.png"), full_page=True)
         import presets
 
-        for i, lv in enumerate(presets.LEVELS):  # level, recipe and both scores, legible and not cut
+        for i, lv in enumerate(presets.LEVELS):  # level, recipe and the scores, legible and not cut
             text = captions.nth(i).inner_text()
-            assert text.startswith(f"{lv.level} · ") and "PSNR" in text and "SSIM" in text, text
+            badge = "★ recommended · " if lv.level == picked else ""
+            assert text.startswith(f"{badge}{lv.level} · ") and "PSNR" in text and "NIQE" in text, text
             cut = captions.nth(i).evaluate(
                 "e => e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1"
             )
@@ -76,6 +81,17 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
         for lv in presets.LEVELS:  # every level's row is on screen
             expect(scores).to_contain_text(lv.recipe, timeout=30_000)
         expect(scores).to_contain_text("inf")  # level 8 against itself
+        expect(page.locator("#pd-plot img").first).to_be_visible(timeout=30_000)  # fidelity vs naturalness
+        page.screenshot(path=str(SCREENSHOTS / "scores.png"), full_page=True)
+
+        # a floor no level reaches: no badge, the line says why, without a re-run
+        page.get_by_role("tab", name="Grid").click()
+        floor = page.locator("#floor input[type=number]")
+        floor.fill("60")
+        floor.press("Enter")
+        expect(recommendation).to_contain_text("No recommendation", timeout=30_000)
+        expect(recommendation).to_contain_text("60 dB")
+        expect(captions.filter(has_text="★ recommended")).to_have_count(0, timeout=30_000)
 
         page.get_by_role("tab", name="Compare").click()
         slider = page.locator("#slider")
