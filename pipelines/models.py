@@ -127,6 +127,8 @@ def resolve(model_id: str, models: DiffusionModels, *, download: bool = False) -
             why = f"{name} not in the local hub cache" + (" and HF_HUB_OFFLINE=1" if hub_offline() else "")
             if not only_local:
                 why = f"download of {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            if source != PARTS[model_id].spec.repo:  # "models/sd15": a hub repo, or a mistyped folder?
+                why += f" (nor is there a local folder {str(local.resolve())!r})"
             raise ModelMissingError(model_id, f"{source}@{revision}: {why}", FETCH_COMMAND) from exc
         root = path.parents[len(Path(name).parts) - 1]
     assert root is not None  # every part lists at least one file (presets validates)
@@ -229,15 +231,22 @@ def download_models(models: DiffusionModels, *, report: DownloadReport | None = 
     fetched: list[Fetched] = []
     done = 0
     for mid, source, revision, commit, files, sizes in plans:
+        got: set[str] = set()  # the commits the files came from (the snapshot folder's name)
         for name in files:
             done += 1
             say(f"[{done}/{count}] {source}/{name} ({_human(sizes[name])})", done - 1, count)
             try:
-                hf_hub_download(source, name, revision=revision)
+                path = Path(hf_hub_download(source, name, revision=revision))
             except Exception as exc:
                 raise ModelMissingError(
                     mid, f"download of {source}/{name} failed ({type(exc).__name__}: {str(exc)[:160]})", FETCH_COMMAND
                 ) from exc
+            got.add(path.parents[len(Path(name).parts) - 1].name)
+        if len(got) > 1:  # the branch moved while we fetched: the files are from different commits
+            raise ModelMissingError(
+                mid, f"{source}@{revision} changed during the download (commits {sorted(got)})", FETCH_COMMAND
+            )
+        commit = got.pop() if got else commit  # what was fetched, not what the listing said
         fetched.append(Fetched(mid, source, revision, commit, files, sum(sizes[f] for f in files)))
         say(f"{mid}: {source}@{commit}", done, count)
     return fetched
@@ -253,8 +262,9 @@ def _load(model_id: str, path: Path, fn: Callable[[], Any]) -> Any:
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise WeightsError(
-            f"{model_id}: cannot load {path} ({type(exc).__name__}: {first}). The file is corrupt or "
-            f"incomplete: delete it (or its hub cache folder) and run: {FETCH_COMMAND}"
+            f"{model_id}: cannot load {path} ({type(exc).__name__}: {first}). The file is corrupt, "
+            f"incomplete, or not a {model_id} file: check the path given for it, or delete it (or its hub "
+            f"cache folder) and run: {FETCH_COMMAND}"
         ) from exc
     except Exception as exc:  # safetensors' own error type (HeaderTooLarge, ...) is not an OSError
         if type(exc).__module__.startswith("safetensors"):

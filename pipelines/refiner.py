@@ -350,8 +350,10 @@ def refine(
                 image = wavelet_color_fix(image, as_unit_float(job.bases[b]))
             result.images[(scale, b)] = tensor_to_pil(image)
             del image
-            if on_image is not None:  # the caller may show it now
+            if on_image is not None:  # the caller may show it now (its time is not the decoder's)
+                t_shown = time.perf_counter()
                 on_image(scale, b, result.images[(scale, b)])
+                t3 += time.perf_counter() - t_shown
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
         del x
     return result

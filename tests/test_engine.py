@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -417,3 +418,24 @@ def test_run_recommends_by_the_rule_and_records_it(tiny_engine, photo):
     assert strict.manifest["request"]["fidelity_floor"] == 99.0
     single = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(8,)))
     assert single.recommendation.level is None and "one level ran" in single.recommendation.reason
+
+
+def test_time_estimate_follows_what_each_stage_sees(tiny_models, monkeypatch):
+    """The ×4 network and the cleanup cost per *input* megapixel, the rest per output megapixel;
+    costs are kept per settings (a benchmark with other settings does not overwrite them)."""
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
+    costs = {"x4_per_input_mp": 10.0, "cleanup_per_input_mp": 3.0, "finish_per_mp_level": 1.0}
+    monkeypatch.setattr(engine, "costs", lambda: costs)
+    x4 = UpscaleRequest(width=256, levels=(7,))
+    finish = 1.0 * 256 * 256 / 1e6
+    assert engine.estimate_seconds((64, 64), x4) == pytest.approx(10.0 * 64 * 64 / 1e6 + finish)
+    assert engine.estimate_seconds((128, 128), x4) == pytest.approx(10.0 * 128 * 128 / 1e6 + finish)
+    clean = UpscaleRequest(width=256, levels=(9,))
+    assert engine.estimate_seconds((64, 64), clean) == pytest.approx(finish)  # a PNG: no cleanup expected
+    assert engine.estimate_seconds((64, 64), clean, jpeg=True) == pytest.approx(3.0 * 64 * 64 / 1e6 + finish)
+    other = Engine(EngineConfig(models=tiny_models, settings={**tiny_settings()}, device="cpu", dtype="fp32"))
+    assert other._cost_key() == engine._cost_key()
+    changed = {s: replace(v, steps=v.steps + 1) for s, v in tiny_settings().items()}
+    assert Engine(EngineConfig(models=tiny_models, settings=changed, device="cpu", dtype="fp32"))._cost_key() != (
+        engine._cost_key()
+    )
