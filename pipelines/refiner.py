@@ -15,6 +15,7 @@ Arranged so nothing is computed twice in a nine-level run:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -98,24 +99,53 @@ class Refiner:
         else:
             self.vae.disable_tiling()
 
+    def _vae_call(self, fn: Callable[[], torch.Tensor], what: str, pixels: int) -> torch.Tensor:
+        """``fn`` (one VAE encode or decode); out of memory without tiling retries it tiled,
+        out of memory tiled becomes :class:`OutOfMemoryError` (a message, not a crash)."""
+        try:
+            return fn()
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if getattr(self.vae, "use_tiling", True):
+                raise OutOfMemoryError(f"out of memory in the VAE {what} of a {pixels / 1e6:.1f} MP image") from exc
+            log.warning("out of memory in the VAE %s: retrying tiled", what)
+            self.vae.enable_tiling()
+            try:
+                return fn()
+            except torch.OutOfMemoryError as again:
+                raise OutOfMemoryError(
+                    f"out of memory in the VAE {what} of a {pixels / 1e6:.1f} MP image, even tiled"
+                ) from again
+
+    def _encode_one(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.mean
+
+    def _decode_one(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z).sample
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] → fp32 latents ``(B, 4, H/f, W/f)`` (scaled posterior mean)."""
-        self._vae_tiling(images.shape[-1] * images.shape[-2])
+        pixels = images.shape[-1] * images.shape[-2]
+        self._vae_tiling(pixels)
         out = []
         with torch.inference_mode():
             for img in images:  # one at a time: bounded memory, each base encoded once
                 x = img[None].to(self.device, torch.float32) * 2 - 1
-                out.append(self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor)
+                latent = self._vae_call(functools.partial(self._encode_one, x), "encoder", pixels)
+                out.append(latent * self.vae.config.scaling_factor)
         return torch.cat(out)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, 4, h, w)`` → images ``(B, 3, 8h, 8w)`` float32 in [0, 1] on the CPU."""
         s = self.vae_scale
-        self._vae_tiling(latents.shape[-1] * latents.shape[-2] * s * s)
+        pixels = latents.shape[-1] * latents.shape[-2] * s * s
+        self._vae_tiling(pixels)
         out = []
         with torch.inference_mode():
             for lat in latents:
-                img = self.vae.decode((lat[None] / self.vae.config.scaling_factor).float()).sample
+                z = (lat[None] / self.vae.config.scaling_factor).float()
+                img = self._vae_call(functools.partial(self._decode_one, z), "decoder", pixels)
                 out.append(((img.float() + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(out)
 
@@ -276,7 +306,7 @@ def img2img_timesteps(sched: Any, settings: presets.DiffusionSettings) -> torch.
     """The timesteps an img2img pass runs, as diffusers' ``get_timesteps`` picks them: the last
     ``int(steps × strength)`` of ``steps`` (at least one: a pass that runs nothing is no pass)."""
     sched.set_timesteps(settings.steps)
-    n_run = max(1, min(int(settings.steps * settings.denoise_strength), settings.steps))
+    n_run = settings.run_steps
     return sched.timesteps[(settings.steps - n_run) * sched.order :]
 
 

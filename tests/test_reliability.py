@@ -3,6 +3,7 @@ and the engine/server keeps serving afterwards."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -264,3 +265,25 @@ def test_app_cancel_button_and_time_limit(tiny_engine):
         with pytest.raises(LabError, match="limit and was stopped"):
             lab_app.engine_run(image, req, None, lambda *a: threading.Event().wait(0.05), time_limit=0.01)
     assert not [p for p in os.listdir(".") if p.endswith(".tmp")]
+
+
+def test_oom_in_the_vae_retries_tiled_then_fails_clearly(tiny_models, monkeypatch):
+    """The VAE decoder runs out of memory untiled: the refiner retries it tiled; out of memory
+    tiled too is a clear OutOfMemoryError, not a crash."""
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
+    ref = engine.refiner()
+    real_decode = ref.vae.decode
+    calls: list[bool] = []
+
+    def decode(z, *args, always: bool = False, **kwargs):
+        calls.append(ref.vae.use_tiling)
+        if always or not ref.vae.use_tiling:
+            raise torch.OutOfMemoryError("out of memory (injected)")
+        return real_decode(z, *args, **kwargs)
+
+    monkeypatch.setattr(ref.vae, "decode", decode)
+    r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    assert r.level(1).status == "ok" and calls[:2] == [False, True]
+    monkeypatch.setattr(ref.vae, "decode", functools.partial(decode, always=True))
+    with pytest.raises(OutOfMemoryError, match="out of memory in the VAE decoder"):
+        engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
