@@ -19,8 +19,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -218,6 +217,32 @@ Progress = Callable[[str, int, int], None]
 COND_CACHE_BYTES = 1 << 30
 
 
+class EmbeddedOrPixels(torch.nn.Module):
+    """The ControlNet's conditioning embedding, taking either the control pixels (3 channels:
+    embedded, as before) or an embedding computed earlier (its own output's channel count:
+    passed through). Installed once on the ControlNet (:func:`conditioning_embedding`), it is
+    the seam through which :class:`CondCache` hands in cached embeddings: stateless, so nothing
+    is swapped per call and two engines sharing a ControlNet cannot disturb each other."""
+
+    def __init__(self, embed: Any) -> None:  # diffusers' ControlNetConditioningEmbedding
+        super().__init__()
+        self.embed = embed
+        self.pixel_channels = int(embed.conv_in.in_channels)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.embed(cond) if cond.shape[1] == self.pixel_channels else cond
+
+
+def conditioning_embedding(controlnet: Any) -> Any:
+    """The ControlNet's own conditioning embedding, with the :class:`EmbeddedOrPixels` seam
+    installed in front of it (once)."""
+    seam = controlnet.controlnet_cond_embedding
+    if not isinstance(seam, EmbeddedOrPixels):
+        seam = EmbeddedOrPixels(seam)
+        controlnet.controlnet_cond_embedding = seam
+    return seam.embed
+
+
 class CondCache:
     """The ControlNet's conditioning embedding of each (base, tile), computed once per run.
 
@@ -226,14 +251,15 @@ class CondCache:
     It is the costliest part of a small ControlNet (40% of the tiny test model's step) and a
     few percent of SD 1.5's. Up to ``budget`` bytes are kept; further tiles are embedded per
     call. ControlNets with ``bgr`` channel order are left alone (their forward flips the input).
+    The ControlNet takes the cached embedding as its ``controlnet_cond`` through the
+    :class:`EmbeddedOrPixels` seam.
     """
 
     def __init__(self, controlnet: Any, vae_scale: int, budget: int | None = None) -> None:
-        self.controlnet = controlnet
-        self.embed = controlnet.controlnet_cond_embedding
+        self.enabled = getattr(controlnet.config, "controlnet_conditioning_channel_order", "rgb") == "rgb"
+        self.embed = conditioning_embedding(controlnet)
         self.device, self.dtype = controlnet.device, next(self.embed.parameters()).dtype
         self.scale = vae_scale
-        self.enabled = getattr(controlnet.config, "controlnet_conditioning_channel_order", "rgb") == "rgb"
         self.budget = COND_CACHE_BYTES if budget is None else budget
         self.used = 0
         self.store: dict[tuple[str, tuple[int, int, int, int]], torch.Tensor] = {}
@@ -259,18 +285,6 @@ class CondCache:
     def clear(self) -> None:
         self.store.clear()
         self.used = 0
-
-    @contextmanager
-    def precomputed(self) -> Iterator[None]:
-        """Within: the ControlNet takes the embedding as its ``controlnet_cond``."""
-        if not self.enabled:
-            yield
-            return
-        self.controlnet.controlnet_cond_embedding = torch.nn.Identity()
-        try:
-            yield
-        finally:
-            self.controlnet.controlnet_cond_embedding = self.embed
 
 
 def noise_field(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -460,15 +474,14 @@ def _denoise(
             emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)])
             with torch.inference_mode():
                 cond = torch.cat([cond_cache.get(*controls[i], win) for i, win in chunk])
-                with cond_cache.precomputed():
-                    down, mid = refiner.controlnet(
-                        lat_in,
-                        t,
-                        encoder_hidden_states=emb_in,
-                        controlnet_cond=torch.cat([cond, cond]),
-                        conditioning_scale=settings.controlnet_scale,
-                        return_dict=False,
-                    )
+                down, mid = refiner.controlnet(
+                    lat_in,
+                    t,
+                    encoder_hidden_states=emb_in,
+                    controlnet_cond=torch.cat([cond, cond]),  # embedded already: through the seam
+                    conditioning_scale=settings.controlnet_scale,
+                    return_dict=False,
+                )
                 pred = refiner.unet(
                     lat_in,
                     t,

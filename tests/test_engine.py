@@ -296,7 +296,8 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monk
 
     ref = tiny_engine.refiner()
     calls = [0]
-    hook = ref.controlnet.controlnet_cond_embedding.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    embedding = r.conditioning_embedding(ref.controlnet)  # the ControlNet's own, behind the seam
+    hook = embedding.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     bases = {n: pil_to_tensor(base_paths.bicubic(photo.rgb.rotate(90 * i), (128, 128))) for i, n in enumerate("ab")}
     job = r.RefineJob(
         bases=bases,
@@ -322,7 +323,8 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monk
     for key in cached:
         diff = np.abs(arr(cached[key]).astype(int) - arr(fresh[key]).astype(int))
         assert diff.max() <= 1, key
-    assert type(ref.controlnet.controlnet_cond_embedding).__name__ == "ControlNetConditioningEmbedding"  # put back
+    assert type(embedding).__name__ == "ControlNetConditioningEmbedding"
+    assert r.conditioning_embedding(ref.controlnet) is embedding  # the seam is installed once
 
 
 def test_a_smaller_output_skips_the_x4_network(tiny_engine, photo):
