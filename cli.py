@@ -27,10 +27,14 @@ from pipelines.request import FITS, RequestFields
 
 log = logging.getLogger("upscale-lab")
 
+TABLE = presets.TABLE  # the levels of the engine the flags build (engine_config: the default table)
+GENERATIVE = presets.number_ranges((lv.level for lv in TABLE.levels if lv.generative), dash="-")
+NON_GENERATIVE = [lv.level for lv in TABLE.levels if not lv.generative]
 EPILOG = (
-    "Levels (rows strong/medium/off × columns upscale_4/bicubic/bicubic_clean):\n"
-    + "\n".join(f"  {lv.level}: {lv.recipe}" for lv in presets.LEVELS)
-    + "\nMissing diffusion weights make levels 1-6 'missing' (with the fetch command); 7-9 always run."
+    f"Levels (rows {'/'.join(TABLE.effects)} × columns {'/'.join(TABLE.base_paths)}):\n"
+    + "\n".join(f"  {lv.level}: {lv.recipe}" for lv in TABLE.levels)
+    + f"\nMissing diffusion weights make levels {GENERATIVE} 'missing' (with the fetch command); "
+    f"{presets.number_ranges(NON_GENERATIVE, dash='-')} always run."
 )
 
 
@@ -79,7 +83,7 @@ def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
     levels = strength = generative = None
     if grid:
         try:
-            levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else presets.LEVEL_NUMBERS
+            levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else TABLE.numbers
         except ValueError as exc:
             raise RequestError("levels", f"must be comma-separated levels like 7,8,9, got {args.levels!r}") from exc
     else:
@@ -150,9 +154,7 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
             log.warning(w)
         if grid:
             written = save_run(result, args.output)
-            print(metrics_markdown(result))
-            if result.recommendation is not None:
-                print(f"recommended: {result.recommendation.reason}")
+            print(metrics_markdown(result))  # the scores, then notes ending with the recommendation
             print(f"seed {result.seed}; wrote {len(written)} files to {args.output}")
         else:
             lv = result.levels[0]
@@ -189,7 +191,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         load_refiner(cfg.models, device, dtype)
         for f in fetched:
             print(f"{f.model_id}: {f.repo} commit {f.commit} ({len(f.files)} files) loads")
-        print("all diffusion parts are available: levels 1-6 can run")
+        print(f"all diffusion parts are available: levels {GENERATIVE} can run")
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -266,7 +268,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py",
-        description="Generative Upscale Lab: nine strength levels of diffusion upscaling, measured.",
+        description=f"Generative Upscale Lab: {TABLE.count_text} strength levels of diffusion upscaling, measured.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -282,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--strength",
         type=int,
-        choices=presets.LEVEL_NUMBERS,
-        help=f"upscale_strength 1-9 (default {presets.DEFAULT_STRENGTH}; lower = more generative)",
+        choices=TABLE.numbers,
+        help=f"upscale_strength {TABLE.min_level}-{TABLE.max_level} (default {TABLE.default_strength}; "
+        "lower = more generative)",
     )
     up.add_argument(
         "--no-generative", action="store_true", help="generative_upscale=false: the same base path with the effect off"
@@ -292,10 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_args(up)
     add_engine_args(up)
 
-    gr = command("grid", "run all nine levels into a folder (PNGs, grid.png, metrics, manifest)")
+    gr = command("grid", f"run all {TABLE.count_text} levels into a folder (PNGs, grid.png, metrics, manifest)")
     gr.add_argument("input", nargs="?", help="image path or http(s) URL")
     gr.add_argument("-o", "--output", required=True, help="output folder")
-    gr.add_argument("--levels", help="comma-separated subset, e.g. 7,8,9 (default: all nine)")
+    gr.add_argument(
+        "--levels",
+        help=f"comma-separated subset, e.g. {','.join(map(str, NON_GENERATIVE))} (default: all {TABLE.count_text})",
+    )
     add_request_args(gr)
     add_engine_args(gr)
 

@@ -64,6 +64,9 @@ def test_grid_writes_everything_and_reports_missing(tmp_path):
     assert Image.open(out / "level_7.png").size == (96, 96)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 5
+    # 96 px is too small for NIQE: no recommendation, and the output says why
+    assert manifest["recommendation"]["level"] is None
+    assert f"- no recommendation: {manifest['recommendation']['reason']}" in proc.stdout
 
 
 def test_upscale_with_request_file(tmp_path):
