@@ -136,13 +136,14 @@ class ScoreInput:
     ground_truth: Image.Image | None = None
     seams: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     shave: int = 0
+    check: Callable[[], None] | None = None  # called between metrics and strips (the engine's cancel)
 
     @functools.cached_property
     def drift(self) -> tuple[float, float]:
         from pipelines.quality import colour_drift
 
         assert self.baseline is not None
-        return colour_drift(self.output, self.baseline)
+        return colour_drift(self.output, self.baseline, on_strip=self.check)
 
     @functools.cached_property
     def gt_at_output_size(self) -> np.ndarray:
@@ -388,7 +389,13 @@ def get_metric(key: str) -> Metric:
 
 def score(inputs: ScoreInput, metrics: Sequence[Metric] = LEVEL_METRICS) -> dict[str, float]:
     """Every metric of ``metrics`` that applies to ``inputs`` (in registry order)."""
-    return {m.key: float(m.fn(inputs)) for m in metrics if m.fn is not None and m.applies(inputs)}
+    out = {}
+    for m in metrics:
+        if m.fn is not None and m.applies(inputs):
+            if inputs.check is not None:
+                inputs.check()
+            out[m.key] = float(m.fn(inputs))
+    return out
 
 
 def score_level(
@@ -398,9 +405,11 @@ def score_level(
     ground_truth: Image.Image | None = None,
     *,
     seams: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """The engine's scores of one level (``LEVEL_METRICS``; RGB at the output size)."""
-    return score(ScoreInput(output, baseline, low_res, ground_truth, seams))
+    """The engine's scores of one level (``LEVEL_METRICS``; RGB at the output size); ``check``
+    is called between metrics and strips (it may raise to stop)."""
+    return score(ScoreInput(output, baseline, low_res, ground_truth, seams, check=check))
 
 
 def json_number(value: float) -> float | str | None:

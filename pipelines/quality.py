@@ -29,7 +29,7 @@ import hashlib
 import importlib.metadata
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -391,7 +391,9 @@ def _lowpass_lab(rgb: np.ndarray) -> np.ndarray:
     return rgb2lab(ndimage.gaussian_filter(rgb, sigma=(DRIFT_SIGMA, DRIFT_SIGMA, 0.0), truncate=DRIFT_TRUNCATE))
 
 
-def colour_drift(image: ImageLike, reference: ImageLike) -> tuple[float, float]:
+def colour_drift(
+    image: ImageLike, reference: ImageLike, *, on_strip: Callable[[], None] | None = None
+) -> tuple[float, float]:
     """How far the colours of ``image`` moved from ``reference`` (same size, RGB): the mean and
     the 95th percentile of CIEDE2000 (ΔE00; about 1 is just noticeable, 0 for identical images)
     between the two after a Gaussian blur of σ = 3 px.
@@ -405,6 +407,7 @@ def colour_drift(image: ImageLike, reference: ImageLike) -> tuple[float, float]:
     Memory stays flat: the image is blurred and compared in row strips (each with the
     kernel's 12-px halo, so the result equals blurring the whole image at once), and the
     percentile comes from a histogram of 0.01 ΔE bins (exact to that resolution).
+    ``on_strip`` is called before each strip (the engine checks for a cancel there).
     Raises ValueError if the sizes differ or an image is empty.
     """
     a = _rgb_input(image, "colour_drift image")
@@ -421,6 +424,8 @@ def colour_drift(image: ImageLike, reference: ImageLike) -> tuple[float, float]:
     counts = np.zeros(_DRIFT_BINS, dtype=np.int64)
     total, lo, hi = 0.0, math.inf, 0.0
     for y0 in range(0, h, STRIP_ROWS):
+        if on_strip is not None:
+            on_strip()
         y1 = min(h, y0 + STRIP_ROWS)
         s0, s1 = max(0, y0 - halo), min(h, y1 + halo)
         lab_a = _lowpass_lab(_levels(a[s0:s1], "colour_drift image") / 255.0)[y0 - s0 : y1 - s0]

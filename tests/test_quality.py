@@ -301,3 +301,28 @@ def test_registry_scores_quality_from_one_input() -> None:
     small = ScoreInput(Image.fromarray(rgb[:100, :100]), baseline=Image.fromarray(rgb[:100, :100]))
     got = score(small, [get_metric(k) for k in ("niqe", "seam_score", "colour_drift_mean")])
     assert set(got) == {"niqe", "colour_drift_mean"} and math.isnan(got["niqe"]) and got["colour_drift_mean"] == 0.0
+
+
+def test_scoring_can_be_stopped_between_metrics_and_strips() -> None:
+    """A cancel is noticed within one strip of the colour drift and between metrics."""
+    from pipelines.errors import Cancelled
+
+    rgb = _photo()  # 600×400: two strips of 256 rows
+    calls: list[int] = []
+
+    def stop_at(n: int):
+        def check() -> None:
+            calls.append(1)
+            if len(calls) == n:
+                raise Cancelled("stopped")
+
+        return check
+
+    with pytest.raises(Cancelled):
+        colour_drift(rgb, rgb, on_strip=stop_at(2))
+    assert len(calls) == 2  # the second strip never ran
+    calls.clear()
+    inputs = ScoreInput(Image.fromarray(rgb), baseline=Image.fromarray(rgb), check=stop_at(1))
+    with pytest.raises(Cancelled):
+        score(inputs, [get_metric("niqe"), get_metric("colour_drift_mean")])
+    assert len(calls) == 1
