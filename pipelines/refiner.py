@@ -342,22 +342,11 @@ def refine(
     is called as each image is ready (the diffusion time of its scale is in ``timings`` then).
     """
     timings = timings if timings is not None else {}
-    names = sorted({n for ns in job.scales.values() for n in ns})
-    # 1. encode each base once. The VAE works on multiples of its factor: pad (replicating
-    # the edge), crop after decoding.
-    t0 = time.perf_counter()
-    height, width = next(iter(job.bases.values())).shape[-2:]
-    f = refiner.vae_scale
-    pad = (0, (-width) % f, 0, (-height) % f)
-    padded = {n: pad_replicate(job.bases[n], pad[1], pad[3]) for n in names}  # 8-bit stays 8-bit
-    with cancellable(cancel, refiner.vae):
-        latents = {n: refiner.encode_images(as_unit_float(padded[n])) for n in names}  # one base at a time
-    timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
-    # 2. one noise field for every base and scale
+    padded, latents = _encode_bases(refiner, job, cancel, timings)  # 1. each base once
     _, _, h, w = next(iter(latents.values())).shape
-    noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device)
+    noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device)  # 2. one noise field for all
     result = RefineResult(images={}, warnings=[])
-    cond_cache = CondCache(refiner.controlnet, f)
+    cond_cache = CondCache(refiner.controlnet, refiner.vae_scale)
     for scale in sorted(job.scales, reverse=True):
         # 3. per LoRA scale: the prompt (once, or per scale if the LoRA adapts the text encoder)
         bases = job.scales[scale]
@@ -368,7 +357,7 @@ def refine(
         timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t1
         result.warnings.extend(wm for wm in warns if wm not in result.warnings)
         # 4. denoise every base × tile together
-        x0 = torch.cat([latents[b] for b in bases])
+        f = refiner.vae_scale
         plan = DenoisePlan(
             settings=settings,
             tile=settings.tile_size // f,
@@ -377,30 +366,64 @@ def refine(
             stage=f"diffusion (LoRA {scale:g})",
         )
         t2 = time.perf_counter()
-        x = _denoise_within_memory(
-            refiner, x0, [(b, padded[b]) for b in bases], cond_cache, noise, emb, plan, progress, cancel
-        )
+        x0 = torch.cat([latents[b] for b in bases])
+        controls = [(b, padded[b]) for b in bases]
+        x = _denoise_within_memory(refiner, x0, controls, cond_cache, noise, emb, plan, progress, cancel)
         timings[f"diffusion_{scale:g}"] = time.perf_counter() - t2
-        # 5. decode one base at a time (one full-size float image in memory), fix its colour
-        t3 = time.perf_counter()
-        if progress:
-            progress(f"decode (LoRA {scale:g})", 0, len(bases))
-        for i, b in enumerate(bases):
-            if job.keep_latents:
-                result.latents[(scale, b)] = x[i : i + 1].cpu()
-            with cancellable(cancel, refiner.vae):
-                image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
-            if job.color_fix:
-                image = wavelet_color_fix(image, as_unit_float(job.bases[b]))
-            result.images[(scale, b)] = tensor_to_pil(image)
-            del image
-            if on_image is not None:  # the caller may show it now (its time is not the decoder's)
-                t_shown = time.perf_counter()
-                on_image(scale, b, result.images[(scale, b)])
-                t3 += time.perf_counter() - t_shown
-        timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
+        # 5. decode one base at a time, fix its colour, hand it on
+        _decode_scale(refiner, job, scale, x, result, progress, cancel, timings, on_image)
         del x
     return result
+
+
+def _encode_bases(
+    refiner: Refiner, job: RefineJob, cancel: threading.Event | None, timings: dict[str, float]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each base padded to a multiple of the VAE factor (replicating the edge; cropped after
+    decoding; 8-bit stays 8-bit) and its fp32 latents, one base at a time."""
+    t0 = time.perf_counter()
+    names = sorted({n for ns in job.scales.values() for n in ns})
+    height, width = next(iter(job.bases.values())).shape[-2:]
+    f = refiner.vae_scale
+    padded = {n: pad_replicate(job.bases[n], (-width) % f, (-height) % f) for n in names}
+    with cancellable(cancel, refiner.vae):
+        latents = {n: refiner.encode_images(as_unit_float(padded[n])) for n in names}
+    timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
+    return padded, latents
+
+
+def _decode_scale(
+    refiner: Refiner,
+    job: RefineJob,
+    scale: float,
+    x: torch.Tensor,
+    result: RefineResult,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+    timings: dict[str, float],
+    on_image: Callable[[float, str, Image.Image], None] | None,
+) -> None:
+    """Decode the final latents ``x`` of ``scale`` one base at a time (one full-size float image
+    in memory), crop the padding, fix the colour against the base, store and hand on each."""
+    t3 = time.perf_counter()
+    bases = job.scales[scale]
+    height, width = next(iter(job.bases.values())).shape[-2:]
+    if progress:
+        progress(f"decode (LoRA {scale:g})", 0, len(bases))
+    for i, b in enumerate(bases):
+        if job.keep_latents:
+            result.latents[(scale, b)] = x[i : i + 1].cpu()
+        with cancellable(cancel, refiner.vae):
+            image = refiner.decode_latents(x[i : i + 1])[:, :, :height, :width]
+        if job.color_fix:
+            image = wavelet_color_fix(image, as_unit_float(job.bases[b]))
+        result.images[(scale, b)] = tensor_to_pil(image)
+        del image
+        if on_image is not None:  # the caller may show it now (its time is not the decoder's)
+            t_shown = time.perf_counter()
+            on_image(scale, b, result.images[(scale, b)])
+            t3 += time.perf_counter() - t_shown
+    timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
 
 
 def _denoise_within_memory(
