@@ -46,6 +46,7 @@ from pipelines.metrics import LEVEL_METRICS, caption_scores, json_number
 from pipelines.models import download_models, hub_offline
 from pipelines.recommend import Recommendation
 from pipelines.report import (
+    HEATMAP_FULL_SCALE,
     TABLE_COLUMNS,
     change_heatmap,
     metrics_rows,
@@ -69,15 +70,24 @@ MAX_UPLOAD = f"{presets.MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
 QUEUE_MAX = int(os.environ.get("UPSCALE_LAB_QUEUE_MAX", "16"))
 RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
 API_KEY_ENV = "UPSCALE_LAB_API_KEY"
-SCORES_NOTE = (
-    "Distance from bicubic measures **change, not quality**: a low PSNR against level 8 means "
-    "the level departed further from a plain bicubic upscale — for better or worse. "
-    "The quality scores need no reference: **NIQE** (lower = more natural), **colour drift** "
-    "(ΔE00 against bicubic, low-passed; about 1 is just noticeable) and **tile seams** (1.0 = none). "
-    "The plot below puts each level on both axes: faithful to the input (right) and natural (up)."
-)
 RECOMMEND_BADGE = "★ recommended"
-LEVEL_CHOICES = [(f"{lv.level}: {lv.recipe}", lv.level) for lv in presets.LEVELS]
+
+
+def scores_note(table: presets.LevelTable) -> str:
+    """What the Scores tab's numbers mean (the baseline level from ``table``)."""
+    return (
+        f"Distance from bicubic measures **change, not quality**: a low PSNR against level {table.baseline_level} "
+        "means the level departed further from a plain bicubic upscale — for better or worse. "
+        "The quality scores need no reference: **NIQE** (lower = more natural), **colour drift** "
+        "(ΔE00 against bicubic, low-passed; about 1 is just noticeable) and **tile seams** (1.0 = none). "
+        "The plot below puts each level on both axes: faithful to the input (right) and natural (up)."
+    )
+
+
+def level_choices(table: presets.LevelTable) -> list[tuple[str, int]]:
+    """The compare dropdowns' choices: ``"5: bicubic · medium (LoRA 0.5)"`` → 5."""
+    return [(f"{lv.level}: {lv.recipe}", lv.level) for lv in table.levels]
+
 
 # --------------------------------------------------------------------------- ZeroGPU
 
@@ -95,7 +105,7 @@ def _estimate_gpu_seconds(*args: Any, **kwargs: Any) -> int:
     except LabError:
         return 60
     mp = plan.content[0] * plan.content[1] / 1e6
-    generative = sum(1 for n in request.effective_levels if presets.get_level(n).generative)
+    generative = sum(1 for n in request.effective_levels if request.table.get(n).generative)
     return int(min(300, max(60, 20 + 10 * mp * max(1, generative))))
 
 
@@ -270,7 +280,7 @@ class UIInput:
         its time on this device, run the engine (the progress bar follows the estimate when
         there is one); our errors become gr.Error."""
         try:
-            req = fields.build()
+            req = fields.build(table=get_engine().config.table)  # its levels: before the image loads
             loaded = self.load()
             estimate = get_engine().estimate_seconds(loaded.size, req, jpeg=loaded.jpeg_quality is not None)
             if on_estimate is not None:
@@ -344,7 +354,8 @@ def level_images(result: RunResult, recommended: int | None = None) -> list[tupl
     ``recommended`` level's caption carries the badge."""
     size = result.plan.canvas
     cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
-    return level_items(result.levels, cell, recommended)
+    in_grid = sorted(result.levels, key=lambda lv: (lv.preset.row, lv.preset.column))
+    return level_items(in_grid, cell, recommended)
 
 
 def recommendation_markdown(advice: Recommendation) -> str:
@@ -418,11 +429,13 @@ def compare_pair(result: RunResult | None, a: int, b: int) -> tuple[Any, Any] | 
 
 
 def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
-    baseline = result.level(presets.BASELINE_LEVEL).image
+    baseline_level = result.table.baseline_level
+    baseline = result.level(baseline_level).image
+    white = f"white = ≥{HEATMAP_FULL_SCALE}/255"
     out = []
     for lv in result.levels:
-        if lv.image is not None and baseline is not None and lv.level != presets.BASELINE_LEVEL:
-            out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic (white = ≥64/255)"))
+        if lv.image is not None and baseline is not None and lv.level != baseline_level:
+            out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic ({white})"))
     return out
 
 
@@ -498,7 +511,7 @@ async def run_grid(
     request: gr.Request,
     progress=gr.Progress(),
 ):
-    """All nine levels: grid, scores, plot, compare, heatmaps, downloads. The grid fills in
+    """All levels (nine by default): grid, scores, plot, compare, heatmaps, downloads. The grid fills in
     as levels finish (the levels without diffusion within seconds, each diffusion level when
     its pass ends); the last update carries everything."""
     ui = UIInput.of(image, url, width, height, fit, padding, prompt, negative, seed, random_seed)
@@ -519,7 +532,7 @@ async def run_grid(
                 else:
                     estimate = item
             if fresh and not work.done():
-                yield partial_outputs(ready, estimate)
+                yield partial_outputs(ready, estimate, get_engine().config.table)
         final = work.result()
     finally:
         # cancelled while waiting (CancelledError) or closed while paused at a yield
@@ -542,20 +555,22 @@ def preview(level: LevelResult, cell: tuple[int, int]) -> LevelResult:
     return replace(level, image=small)
 
 
-def partial_outputs(ready: dict[int, LevelResult], estimate: float | None) -> tuple[Any, ...]:
-    """A grid update while the run goes on: finished levels, a placeholder for the others;
-    every other output unchanged."""
+def partial_outputs(
+    ready: dict[int, LevelResult], estimate: float | None, table: presets.LevelTable
+) -> tuple[Any, ...]:
+    """A grid update while the run goes on: finished levels, a placeholder for the others
+    (``table``'s levels in grid order); every other output unchanged."""
     first = next(iter(ready.values()))
     size = first.image.size if first.image is not None else (512, 512)
     cell = (min(512, size[0]), max(1, round(min(512, size[0]) * size[1] / size[0])))
     items = []
-    for lv in presets.LEVELS:
+    for lv in table.in_grid_order:
         got = ready.get(lv.level)
         if got is None:
             items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe}\nrunning…"))
         else:
             items.extend(level_items([preview(got, cell)], cell))
-    note = f"{len(ready)} of {len(presets.LEVELS)} levels ready"
+    note = f"{len(ready)} of {len(table.levels)} levels ready"
     if estimate:
         note += f" · estimated ~{estimate:.0f} s in all on {get_engine().device_label()}"
     skip = gr.skip()
@@ -569,15 +584,17 @@ def grid_outputs(
     cancel: threading.Event,
     post: Callable[[Any], None] | None = None,
 ) -> tuple[Any, ...]:
-    """The nine-level run and everything the grid view shows (in a worker thread); ``post``
+    """The run of every level and everything the grid view shows (in a worker thread); ``post``
     receives the time estimate and then each level as it finishes."""
-    result = ui.run(ui.fields(levels=presets.LEVEL_NUMBERS), request, progress, cancel, post, post)
+    levels = get_engine().config.table.numbers
+    result = ui.run(ui.fields(levels=levels), request, progress, cancel, post, post)
+    baseline = result.table.baseline_level
     folder = out_dir()
     archive = zip_run(result, folder / f"upscale-lab-seed{result.seed}.zip")
     manifest = folder / "manifest.json"
     manifest.write_text(result.manifest_json())
     ran = [lv.level for lv in result.levels if lv.image is not None]
-    first = next((n for n in ran if n != presets.BASELINE_LEVEL), presets.BASELINE_LEVEL)
+    first = next((n for n in ran if n != baseline), baseline)
     notes = [
         f"Seed **{result.seed}** · output {result.plan.canvas[0]}×{result.plan.canvas[1]} · {result.timings['total']:.1f} s"
     ]
@@ -593,9 +610,9 @@ def grid_outputs(
         scores_figure(result),
         result.seed,
         [str(archive), str(manifest)],
-        compare_pair(result, first, presets.BASELINE_LEVEL),
+        compare_pair(result, first, baseline),
         gr.update(value=first),
-        gr.update(value=presets.BASELINE_LEVEL),
+        gr.update(value=baseline),
         heatmaps(result),
         "\n\n".join(notes),
         result,
@@ -665,16 +682,30 @@ CSS = """
 """
 
 
+def served_table(engine: Engine | None = None) -> presets.LevelTable:
+    """The level table the UI lays out: ``engine``'s, else the served engine's, else the
+    default engine's (read from its configuration: no engine is created here)."""
+    with _ENGINE_LOCK:
+        served = engine or _ENGINE
+    return served.config.table if served is not None else EngineConfig().table
+
+
 def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> gr.Blocks:
     """The Blocks UI. ``engine`` injects a ready engine (tests: tiny models); None = the
-    default engine, created lazily on the first event."""
+    default engine, created lazily on the first event. Level choices, the grid's columns and
+    labels, the compare defaults and the strength slider come from the engine's level table."""
     if engine is not None:
         set_engine(engine)
+    level_table = served_table(engine)
+    count = level_table.count_text
+    off = presets.number_ranges(lv.level for lv in level_table.levels if not lv.generative)
+    choices = level_choices(level_table)
     enable_heif()  # gradio opens uploads with Pillow before our handler sees them: phone photos too
     with gr.Blocks(title="Generative Upscale Lab", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
-            "# Generative Upscale Lab\nNine strengths of diffusion upscaling side by side, each scored "
-            "against a plain bicubic upscale. Lower levels are more generative; 7–9 use no diffusion."
+            f"# Generative Upscale Lab\n{count.capitalize()} strengths of diffusion upscaling side by side, "
+            "each scored against a plain bicubic upscale. Lower levels are more generative; "
+            f"{off} use no diffusion."
         )
         with gr.Accordion("Device and models", open=False):
             status_md = gr.Markdown("Checking…", elem_id="model-status")
@@ -717,15 +748,15 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                     seed_in = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=2**32 - 1)
                     random_in = gr.Checkbox(label="Random seed", value=False)
                 with gr.Row():
-                    run_btn = gr.Button("Run all nine levels", variant="primary")
+                    run_btn = gr.Button(f"Run all {count} levels", variant="primary")
                     cancel_btn = gr.Button("Cancel", variant="stop")
             with gr.Column(scale=2):
                 # the run's status (progress, estimate, seed, messages), right above its results
                 message = gr.Markdown(elem_classes=["lab-note"], elem_id="run-note", min_height=40)
                 with gr.Tab("Grid"):
                     gallery = gr.Gallery(
-                        label="Rows: strong / medium / off · columns: Real-ESRGAN x4 / bicubic / bicubic + cleanup",
-                        columns=3,
+                        label=f"Rows: {' / '.join(level_table.row_labels)} · columns: {' / '.join(level_table.column_labels)}",
+                        columns=level_table.shape[1],
                         format="png",
                         object_fit="contain",
                         height=900,
@@ -742,7 +773,7 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                         elem_id="floor",
                     )
                 with gr.Tab("Scores"):
-                    gr.Markdown(SCORES_NOTE)
+                    gr.Markdown(scores_note(level_table))
                     table = gr.Dataframe(
                         headers=SCORE_HEADERS,
                         label="Scores per level",
@@ -756,9 +787,9 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                     quality_plot = gr.Plot(label="Fidelity against naturalness", elem_id="pd-plot")
                 with gr.Tab("Compare"):
                     with gr.Row():
-                        level_a = gr.Dropdown(LEVEL_CHOICES, value=5, label="Left")
+                        level_a = gr.Dropdown(choices, value=level_table.default_strength, label="Left")
                         level_b = gr.Dropdown(
-                            LEVEL_CHOICES, value=presets.BASELINE_LEVEL, label="Right (default: bicubic baseline)"
+                            choices, value=level_table.baseline_level, label="Right (default: bicubic baseline)"
                         )
                     slider = gr.ImageSlider(
                         label="Drag to compare", type="pil", format="png", max_height=640, elem_id="slider"
@@ -775,9 +806,9 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                     )
                     with gr.Row():
                         strength_in = gr.Slider(
-                            presets.MIN_LEVEL,
-                            presets.MAX_LEVEL,
-                            value=presets.DEFAULT_STRENGTH,
+                            level_table.min_level,
+                            level_table.max_level,
+                            value=level_table.default_strength,
                             step=1,
                             label="upscale_strength (1 = most generative)",
                         )
@@ -788,7 +819,8 @@ def build_ui(engine: Engine | None = None, *, queue_max: int | None = None) -> g
                     single_info = gr.Markdown()
                 with gr.Tab("Downloads"):
                     files = gr.File(
-                        label="All nine (zip with PNGs, grid, scores, manifest) and the manifest", file_count="multiple"
+                        label=f"All {count} (zip with PNGs, grid, scores, manifest) and the manifest",
+                        file_count="multiple",
                     )
         state = gr.State(None)
         inputs = [image_in, url_in, width_in, height_in, fit_in, padding_in, prompt_in, negative_in, seed_in, random_in]
@@ -900,7 +932,7 @@ def add_rest(api: FastAPI) -> None:
         try:
             if b64 is not None and data.get("url") is not None:
                 raise RequestError("url", "give either 'url' or 'image_base64', not both")
-            req = parse_request(data)
+            req = parse_request(data, table=served_table())  # levels: the engine's, before any image
             if b64 is not None:
                 try:
                     blob = base64.b64decode(b64, validate=True)

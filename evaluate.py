@@ -150,7 +150,14 @@ def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degra
     seed = image_seed(args.seed, key_of(path))
     data = deg.encode(lr, seed)  # a JPEG stays a JPEG file: the cleanup reads its quality
     lr = Image.open(io.BytesIO(data)).convert("RGB")
-    request = UpscaleRequest(width=hr.width, height=hr.height, fit="crop", levels=tuple(args.levels), seed=args.seed)
+    request = UpscaleRequest(
+        width=hr.width,
+        height=hr.height,
+        fit="crop",
+        levels=tuple(args.levels),
+        seed=args.seed,
+        table=engine.config.table,
+    )
     result = engine.run(load_image(data), request)
     levels: dict[str, Any] = {}
     thumbs: dict[str, str] = {}
@@ -198,15 +205,17 @@ def number(v: Any) -> float:
 # --------------------------------------------------------------------------- aggregation
 
 
-def aggregate(records: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
-    """Per level: mean and standard deviation of each score over the images it ran on;
-    ``inf`` values (identical images) are excluded from means and counted."""
+def aggregate(
+    records: list[dict[str, Any]], levels: list[int], *, table: presets.LevelTable = presets.TABLE
+) -> dict[str, Any]:
+    """Per level (of ``table``, the engine's): mean and standard deviation of each score over
+    the images it ran on; ``inf`` values (identical images) are excluded from means and counted."""
     summary: dict[str, Any] = {}
     for n in levels:
         rows = [r["levels"][str(n)] for r in records if r["levels"].get(str(n), {}).get("status") == "ok"]
         entry: dict[str, Any] = {
             "level": n,
-            "recipe": presets.get_level(n).recipe,
+            "recipe": table.get(n).recipe,
             "images": len(rows),
             "not_run": sum(1 for r in records if r["levels"].get(str(n), {}).get("status") == "not run"),
             "not_run_reasons": sorted(
@@ -230,12 +239,14 @@ def aggregate(records: list[dict[str, Any]], levels: list[int]) -> dict[str, Any
     return summary
 
 
-def monotonic_check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each base path and each (more generative, less generative) pair of levels: how
-    often the more generative one scores closer to the ground truth (higher PSNR-Y)."""
+def monotonic_check(
+    records: list[dict[str, Any]], *, table: presets.LevelTable = presets.TABLE
+) -> list[dict[str, Any]]:
+    """For each base path of ``table`` and each (more generative, less generative) pair of its
+    levels: how often the more generative one scores closer to the ground truth (higher PSNR-Y)."""
     out = []
-    for base in presets.BASE_PATHS:
-        col = [lv for lv in presets.LEVELS if lv.base_path == base]  # strong, medium, off
+    for base in table.base_paths:
+        col = table.column(base)  # most generative first: strong, medium, off
         for i in range(len(col)):
             for j in range(i + 1, len(col)):
                 more, less = col[i].level, col[j].level
@@ -261,7 +272,9 @@ def monotonic_check(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 RECOMMENDATION_KEYS = ("psnr_y", "ssim_y", "lr_consistency", "niqe")  # the comparison's columns
 
 
-def recommendation_check(records: list[dict[str, Any]], floor: float) -> dict[str, Any]:
+def recommendation_check(
+    records: list[dict[str, Any]], floor: float, *, table: presets.LevelTable = presets.TABLE
+) -> dict[str, Any]:
     """The recommender on every image (``pipelines.recommend``, fidelity = LR-consistency,
     naturalness = NIQE, as in the lab), and how the level it picks compares with each fixed
     level over the same images: mean ± std of ``RECOMMENDATION_KEYS``, and how often each
@@ -271,7 +284,7 @@ def recommendation_check(records: list[dict[str, Any]], floor: float) -> dict[st
     picks: dict[str, int | None] = {}
     for r in records:
         ran = [
-            (presets.get_level(int(n)), {k: number(v) for k, v in e.items() if k in ("lr_consistency", "niqe")})
+            (table.get(int(n)), {k: number(v) for k, v in e.items() if k in ("lr_consistency", "niqe")})
             for n, e in r["levels"].items()
             if e.get("status") == "ok" and e.get("niqe") is not None and e.get("lr_consistency") is not None
         ]
@@ -367,9 +380,11 @@ def not_run_text(entry: dict[str, Any]) -> str:
     return f"not run on {images} image{'s' if images != 1 else ''}: {reasons}"
 
 
-def legend(marking: str, columns: tuple[Metric, ...] = SUMMARY_COLUMNS) -> str:
+def legend(
+    marking: str, columns: tuple[Metric, ...] = SUMMARY_COLUMNS, *, table: presets.LevelTable = presets.TABLE
+) -> str:
     """The table's legend: what the cells are, how the best is shown (``marking``, e.g. "in
-    bold") and which way is better, all from the columns' specs."""
+    bold") and which way is better, all from the columns' specs; the baseline from ``table``."""
     names = {flag: ", ".join(c.name for c in columns if c.higher_is_better is flag) for flag in (True, False, None)}
     directions = [
         f"{word} is better: {names[flag]}" for flag, word in ((True, "higher"), (False, "lower")) if names[flag]
@@ -380,15 +395,15 @@ def legend(marking: str, columns: tuple[Metric, ...] = SUMMARY_COLUMNS) -> str:
     ]
     if names[None]:
         parts.append(
-            f" {names[None]} is the distance from the bicubic baseline (level {presets.BASELINE_LEVEL}): it"
+            f" {names[None]} is the distance from the bicubic baseline (level {table.baseline_level}): it"
             " measures change, not quality, so no level is marked; inf means identical to the baseline."
         )
     return "".join(parts)
 
 
-def monotonicity_sentence(m: dict[str, Any]) -> str:
+def monotonicity_sentence(m: dict[str, Any], *, table: presets.LevelTable = presets.TABLE) -> str:
     return (
-        f"{presets.BASE_PATH_LABELS[m['base_path']]}: level {m['more_generative']} closer than level "
+        f"{table.column_label(m['base_path'])}: level {m['more_generative']} closer than level "
         f"{m['less_generative']} on {m['more_generative_closer']} of {m['compared']} images"
     )
 
@@ -399,7 +414,9 @@ MONOTONICITY_QUESTION = (
 )
 
 
-def summary_markdown(summary: dict[str, Any], mono: list[dict[str, Any]], title: str) -> str:
+def summary_markdown(
+    summary: dict[str, Any], mono: list[dict[str, Any]], title: str, *, table: presets.LevelTable = presets.TABLE
+) -> str:
     """The summary as Markdown (``summary.md`` and the console): a table of mean ± standard
     deviation per level, the best of each column in bold, and the monotonicity check."""
     best = {c.key: best_levels(summary, c) for c in SUMMARY_COLUMNS}
@@ -419,19 +436,21 @@ def summary_markdown(summary: dict[str, Any], mono: list[dict[str, Any]], title:
             text = " ".join(x for x in shown(e[c.key], c.decimals) if x)
             cells.append(f"**{text}**" if e["level"] in best[c.key] else text)
         lines.append(f"| {e['level']} | {e['recipe']} | {e['images']} | " + " | ".join(cells) + " |")
-    lines += ["", legend("in bold"), ""]
+    lines += ["", legend("in bold", table=table), ""]
     checked = [m for m in mono if m["compared"]]
     lines += [f"Monotonicity: {MONOTONICITY_QUESTION}", ""]
     if not checked:
         lines.append("- not checked: fewer than two levels of the same base path ran")
-    lines += [f"- {monotonicity_sentence(m)}" for m in checked]
+    lines += [f"- {monotonicity_sentence(m, table=table)}" for m in checked]
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def scores_vs_level_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure.Figure
+def scores_vs_level_figure(
+    summary: dict[str, Any], *, table: presets.LevelTable = presets.TABLE
+) -> Any:  # matplotlib.figure.Figure
     """PSNR-Y and SSIM-Y against the ground truth per level: mean with ± std error bars."""
     from matplotlib.figure import Figure
 
@@ -449,14 +468,16 @@ def scores_vs_level_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure
             color=color,
             capsize=3,
         )
-        level_axis(ax)
+        level_axis(ax, table)
         ax.set_ylabel(f"{spec.name} vs ground truth" + (f" ({spec.unit})" if spec.unit else ""))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.figure.Figure
+def fidelity_vs_change_figure(
+    summary: dict[str, Any], *, table: presets.LevelTable = presets.TABLE
+) -> Any:  # matplotlib.figure.Figure
     """Mean PSNR-Y against mean PSNR vs bicubic, one point per level, coloured by base path;
     levels that land on the same spot share one label."""
     from matplotlib.figure import Figure
@@ -469,7 +490,7 @@ def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.fig
         change = e["psnr_vs_bicubic"]["mean"]
         change = 60.0 if change is None or math.isinf(change) else change
         fidelity = e["psnr_y"]["mean"]
-        ax.scatter(change, fidelity, color=f"C{presets.get_level(e['level']).column}")
+        ax.scatter(change, fidelity, color=f"C{table.get(e['level']).column}")
         spots.setdefault((round(change, 1), round(fidelity, 1)), []).append(e["level"])
     xs, ys = [x for x, _ in spots], [y for _, y in spots]
     near_x, near_y = 0.05 * (max(xs) - min(xs) or 1), 0.05 * (max(ys) - min(ys) or 1)
@@ -485,8 +506,8 @@ def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.fig
             fontsize=8,
         )
         previous = (change, fidelity)
-    for i, base in enumerate(presets.BASE_PATHS):
-        ax.scatter([], [], color=f"C{i}", label=presets.BASE_PATH_LABELS[base])
+    for i, label in enumerate(table.column_labels):
+        ax.scatter([], [], color=f"C{i}", label=label)
     ax.legend(fontsize=7, loc="lower right")
     ax.margins(0.12)
     ax.grid(alpha=0.3)
@@ -499,7 +520,9 @@ def fidelity_vs_change_figure(summary: dict[str, Any]) -> Any:  # matplotlib.fig
     return fig
 
 
-def perception_distortion_summary_figure(summary: dict[str, Any], check: dict[str, Any] | None) -> Any:
+def perception_distortion_summary_figure(
+    summary: dict[str, Any], check: dict[str, Any] | None, *, table: presets.LevelTable = presets.TABLE
+) -> Any:
     """Each level at (mean PSNR-Y against the ground truth, mean NIQE) with ± std bars; the
     recommended level's mean as its own ringed point."""
     from views import PDPoint, perception_distortion_figure
@@ -515,9 +538,7 @@ def perception_distortion_summary_figure(summary: dict[str, Any], check: dict[st
         )
 
     points = [
-        point(str(e["level"]), e, generative=presets.get_level(e["level"]).generative)
-        for e in summary.values()
-        if e["images"]
+        point(str(e["level"]), e, generative=table.get(e["level"]).generative) for e in summary.values() if e["images"]
     ]
     if check is not None and check["images"]:
         points.append(point("recommended", check["recommended"], highlight=True))
@@ -537,7 +558,13 @@ PLOT_CAPTIONS = {
 }
 
 
-def plots(summary: dict[str, Any], folder: Path, check: dict[str, Any] | None = None) -> dict[str, Path]:
+def plots(
+    summary: dict[str, Any],
+    folder: Path,
+    check: dict[str, Any] | None = None,
+    *,
+    table: presets.LevelTable = presets.TABLE,
+) -> dict[str, Path]:
     """Write ``scores_vs_level.png``, ``fidelity_vs_change.png`` and ``perception_distortion.png``;
     returns their paths by name."""
     import matplotlib
@@ -545,9 +572,9 @@ def plots(summary: dict[str, Any], folder: Path, check: dict[str, Any] | None = 
     matplotlib.use("Agg")
     out: dict[str, Path] = {}
     for name, fig in (
-        ("scores_vs_level", scores_vs_level_figure(summary)),
-        ("fidelity_vs_change", fidelity_vs_change_figure(summary)),
-        ("perception_distortion", perception_distortion_summary_figure(summary, check)),
+        ("scores_vs_level", scores_vs_level_figure(summary, table=table)),
+        ("fidelity_vs_change", fidelity_vs_change_figure(summary, table=table)),
+        ("perception_distortion", perception_distortion_summary_figure(summary, check, table=table)),
     ):
         out[name] = folder / f"{name}.png"
         buf = io.BytesIO()
@@ -617,7 +644,7 @@ def _header_cell(column: Metric) -> str:
     )
 
 
-def summary_table_html(summary: dict[str, Any]) -> str:
+def summary_table_html(summary: dict[str, Any], *, table: presets.LevelTable = presets.TABLE) -> str:
     """The per-level table: numbers right-aligned with each column's fixed decimals, units
     under the names, the best level of each column highlighted (class ``best``)."""
     best = {c.key: best_levels(summary, c) for c in SUMMARY_COLUMNS}
@@ -627,12 +654,12 @@ def summary_table_html(summary: dict[str, Any]) -> str:
     )
     rows, previous_row = [], None
     for e in summary.values():
-        preset = presets.get_level(e["level"])
+        preset = table.get(e["level"])
         group = ' class="group-start"' if previous_row is not None and preset.row != previous_row else ""
         previous_row = preset.row
         cells = [
             f'<th scope="row" class="num">{e["level"]}</th>',
-            f'<td class="recipe">{html.escape(presets.BASE_PATH_LABELS[preset.base_path])}'
+            f'<td class="recipe">{html.escape(table.column_label(preset.base_path))}'
             f'<span class="sub">{html.escape(preset.effect)} · LoRA {preset.lora_scale:g}</span></td>',
             f'<td class="num">{e["images"]}</td>',
         ]
@@ -649,16 +676,16 @@ def summary_table_html(summary: dict[str, Any]) -> str:
     return (
         f'<div class="table-wrap"><table class="scores"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
-        f'<p class="note">{html.escape(legend("highlighted"))}</p>'
+        f'<p class="note">{html.escape(legend("highlighted", table=table))}</p>'
     )
 
 
-def monotonicity_html(mono: list[dict[str, Any]]) -> str:
+def monotonicity_html(mono: list[dict[str, Any]], *, table: presets.LevelTable = presets.TABLE) -> str:
     checked = [m for m in mono if m["compared"]]
     if not checked:
         return f'<p class="note">{html.escape(MONOTONICITY_QUESTION)} Not checked: fewer than two levels of the same base path ran.</p>'
     rows = "".join(
-        f"<tr><td>{html.escape(presets.BASE_PATH_LABELS[m['base_path']])}</td>"
+        f"<tr><td>{html.escape(table.column_label(m['base_path']))}</td>"
         f'<td class="num">{m["more_generative"]}</td><td class="num">{m["less_generative"]}</td>'
         f'<td class="num">{m["more_generative_closer"]} of {m["compared"]}</td></tr>'
         for m in checked
@@ -703,17 +730,17 @@ def _img(b64: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
 
 
-def image_card_html(record: dict[str, Any]) -> str:
-    """One image: ground truth and input side by side with the 3×3 grid of levels (rows:
-    effect, columns: base path, both read from the presets), each captioned with its scores."""
+def image_card_html(record: dict[str, Any], *, table: presets.LevelTable = presets.TABLE) -> str:
+    """One image: ground truth and input side by side with the grid of levels (rows: effect,
+    columns: base path, both read from ``table``), each captioned with its scores."""
     w, h = record["size"]
     blank_height = max(1, round(THUMB_WIDTH * h / w))
     psnr_y, ssim_y = get_metric("psnr_y"), get_metric("ssim_y")
     cells = ['<div class="colhead"></div>']
-    cells += [f'<div class="colhead">{html.escape(presets.BASE_PATH_LABELS[b])}</div>' for b in presets.BASE_PATHS]
-    for effect in presets.EFFECTS:
+    cells += [f'<div class="colhead">{html.escape(label)}</div>' for label in table.column_labels]
+    for row, effect in enumerate(table.row_labels):
         cells.append(f'<div class="rowhead">{html.escape(effect)}</div>')
-        for preset in sorted((lv for lv in presets.LEVELS if lv.effect == effect), key=lambda lv: lv.column):
+        for preset in (lv for lv in table.in_grid_order if lv.row == row):
             entry = record["levels"].get(str(preset.level))
             if entry is None or entry["status"] != "ok":
                 why = "not requested" if entry is None else "not run"
@@ -735,7 +762,7 @@ def image_card_html(record: dict[str, Any]) -> str:
         '<div class="card-body"><div class="pair">'
         f'<figure class="thumb">{_img(record["gt_thumb"], "ground truth")}<figcaption>ground truth</figcaption></figure>'
         f'<figure class="thumb">{_img(record["lr_thumb"], "input")}<figcaption>input (nearest-neighbour)</figcaption></figure>'
-        f'</div><div class="levels" style="grid-template-columns:max-content repeat({len(presets.BASE_PATHS)},'
+        f'</div><div class="levels" style="grid-template-columns:max-content repeat({table.shape[1]},'
         f'max-content)">{"".join(cells)}</div></div></section>'
     )
 
@@ -747,6 +774,8 @@ def html_report(
     plot_paths: dict[str, Path],
     title: str,
     check: dict[str, Any] | None = None,
+    *,
+    table: presets.LevelTable = presets.TABLE,
 ) -> str:
     """The self-contained report (images inlined as data URIs, no external resources): title,
     the per-level table, the monotonicity check, the plots and every image's grid. All text
@@ -759,9 +788,9 @@ def html_report(
         f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f'<header><h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p></header>',
         "<section><h2>Scores per level</h2>",
-        summary_table_html(summary),
+        summary_table_html(summary, table=table),
         "</section><section><h2>Monotonicity</h2>",
-        monotonicity_html(mono),
+        monotonicity_html(mono, table=table),
         "</section>",
     ]
     if check is not None:
@@ -776,18 +805,27 @@ def html_report(
             )
         parts.append("</div></section>")
     parts.append("<section><h2>Images</h2>")
-    parts += [image_card_html(r) for r in records]
+    parts += [image_card_html(r, table=table) for r in records]
     parts.append("</section></body></html>")
     return "".join(parts)
 
 
-def write_outputs(out: Path, records: list[dict[str, Any]], args: argparse.Namespace, deg: Degradation) -> str:
+def write_outputs(
+    out: Path,
+    records: list[dict[str, Any]],
+    args: argparse.Namespace,
+    deg: Degradation,
+    *,
+    table: presets.LevelTable = presets.TABLE,
+) -> str:
+    """Every output file of an evaluation (summary, per-image CSV, plots, HTML report) from
+    ``records``, levels read from ``table`` (the engine's); returns the Markdown summary."""
     records = sorted(records, key=lambda r: r["image"])
-    summary = aggregate(records, args.levels)
-    mono = monotonic_check(records)
+    summary = aggregate(records, args.levels, table=table)
+    mono = monotonic_check(records, table=table)
     title = f"{', '.join(Path(f).name for f in args.folders)} ×{args.scale} (degradation: {deg.label()})"
-    check = recommendation_check(records, args.fidelity_floor)
-    md = summary_markdown(summary, mono, title) + "\n" + recommendation_markdown(check)
+    check = recommendation_check(records, args.fidelity_floor, table=table)
+    md = summary_markdown(summary, mono, title, table=table) + "\n" + recommendation_markdown(check)
     atomic_write(out / "summary.md", md.encode())
     atomic_write(
         out / "summary.json",
@@ -817,8 +855,9 @@ def write_outputs(out: Path, records: list[dict[str, Any]], args: argparse.Names
             ]
         )
     atomic_write(out / "summary.csv", buf.getvalue().encode())
-    plot_paths = plots(summary, out, check) if any(e["images"] for e in summary.values()) else {}
-    atomic_write(out / "report.html", html_report(records, summary, mono, plot_paths, title, check).encode())
+    plot_paths = plots(summary, out, check, table=table) if any(e["images"] for e in summary.values()) else {}
+    page = html_report(records, summary, mono, plot_paths, title, check, table=table)
+    atomic_write(out / "report.html", page.encode())
     return md
 
 
@@ -847,14 +886,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_args(p)
     args = p.parse_args(argv)
-    args.levels = (
-        list(presets.LEVEL_NUMBERS) if args.levels == "all" else sorted({int(x) for x in args.levels.split(",")})
-    )
-    for n in args.levels:
-        presets.get_level(n)
+    if args.levels != "all":  # checked against the engine's level table by chosen_levels
+        try:
+            args.levels = sorted({int(x) for x in args.levels.split(",")})
+        except ValueError:
+            p.error(f"--levels must be comma-separated levels like 7,8,9 or 'all', got {args.levels!r}")
     if args.scale < 2:
         p.error("--scale must be >= 2")
     return args
+
+
+def chosen_levels(levels: list[int] | str, table: presets.LevelTable) -> list[int]:
+    """``--levels`` on the engine's ``table``: ``"all"`` → every level; a level the table lacks
+    exits with the allowed range."""
+    if levels == "all":
+        return list(table.numbers)
+    for n in levels:
+        try:
+            table.get(int(n))
+        except ValueError as exc:
+            raise SystemExit(f"error: --levels: {exc}") from None
+    return [int(n) for n in levels]
+
+
+def build_engine(args: argparse.Namespace) -> Any:  # pipelines.engine.Engine
+    """The engine the flags ask for; ``--tiny-models DIR``: the tiny test parts built there."""
+    from pipelines.engine import Engine
+
+    if not args.tiny_models:
+        return Engine(engine_config(args))
+    from testing.tiny import tiny_settings  # folders written by testing.tiny.build_tiny_models
+
+    d = Path(args.tiny_models)
+    tiny = argparse.Namespace(
+        **{
+            **vars(args),
+            "sd15": str(d / "sd15"),
+            "controlnet": str(d / "controlnet"),
+            "lora": str(d / "lora"),
+            "lora_file": presets.MODELS["detail_lora"].file,
+        }
+    )
+    return Engine(engine_config(tiny, settings=tiny_settings()))
 
 
 def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
@@ -884,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     is_main = state is None or state.is_main_process
+    engine = build_engine(args)
+    table = engine.config.table
+    args.levels = chosen_levels(args.levels, table)
     config = run_config(args, deg)
     config_path = out / "config.json"
     if is_main:
@@ -893,17 +969,6 @@ def main(argv: list[str] | None = None) -> int:
     if state is not None:
         state.wait_for_everyone()
 
-    engine_kw: dict[str, Any] = {}
-    if args.tiny_models:  # folders written by testing.tiny.build_tiny_models
-        from testing.tiny import tiny_settings
-
-        d = Path(args.tiny_models)
-        engine_kw["settings"] = tiny_settings()
-        args.sd15, args.controlnet, args.lora = str(d / "sd15"), str(d / "controlnet"), str(d / "lora")
-        args.lora_file = presets.MODELS["detail_lora"].file
-    from pipelines.engine import Engine
-
-    engine = Engine(engine_config(args, **engine_kw))
     mine = images
     if state is not None:
         with state.split_between_processes(images) as part:
@@ -931,17 +996,17 @@ def main(argv: list[str] | None = None) -> int:
         state.wait_for_everyone()
     if is_main:
         records = [json.loads((per_image / f"{key_of(p)}.json").read_text()) for p in images]
-        md = write_outputs(out, records, args, deg)
+        md = write_outputs(out, records, args, deg, table=table)
         print(md)
         names = {Path(f).name for f in args.folders}
         if (
-            8 in args.levels
+            table.baseline_level in args.levels
             and len(names) == 1
             and (name := names.pop()) in PAPER
             and deg.label() == "none"
             and args.scale == 4
         ):
-            s = aggregate(records, [8])["8"]
+            s = aggregate(records, [table.baseline_level], table=table)[str(table.baseline_level)]
             ref = PAPER[name]
             print(
                 f"paper check ({name} ×4 bicubic, Y): {s['psnr_y']['mean']:.2f} dB / {s['ssim_y']['mean']:.4f} "

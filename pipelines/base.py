@@ -1,4 +1,6 @@
-"""The three base paths: ``upscale_4`` (neural ×4), ``bicubic`` and ``bicubic_clean``.
+"""The base paths, in one registry (:data:`BASE_PATHS`, name → :class:`BaseSpec`):
+``upscale_4`` (neural ×4), ``bicubic`` and ``bicubic_clean``. A level table names its base
+paths; the engine looks each one up here, so a new base path is one registry entry.
 
 Each takes the (cropped) input as PIL RGB and returns PIL RGB at the content size.
 
@@ -17,13 +19,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import pil_to_tensor, tensor_to_pil
 from pipelines.tiling import run_crop_tiled
+
+if TYPE_CHECKING:
+    from pipelines.engine import Engine
+    from pipelines.imaging import LoadedImage
+    from pipelines.request import SizePlan
 
 BLOCK = 8
 BLOCKING_THRESHOLD = 1.25
@@ -93,7 +102,6 @@ def clean(
     bit. Returns the image and a note saying what ran (None when nothing did).
     """
     from pipelines import waifu2x
-    from pipelines.cancel import cancellable
 
     if jpeg_quality is not None:
         if jpeg_quality >= waifu2x.HELPS_BELOW_QUALITY:
@@ -181,3 +189,103 @@ def neural_upscale(
 def _release(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def skips_network(input_size: tuple[int, int], content: tuple[int, int]) -> bool:
+    """True when the neural ×4 would only be shrunk back: the output is no larger than the
+    input on either side. Then ``upscale_4`` is the antialiased bicubic resize (its cost follows
+    the output, not the input ×16), and the level says so."""
+    return content[0] <= input_size[0] and content[1] <= input_size[1]
+
+
+@dataclass(frozen=True)
+class BaseContext:
+    """What a base path may read for one run: the ``engine`` (its models, settings, device and
+    dtype), the whole input ``image`` (its JPEG quality, its grid), ``low_res`` (the input
+    cropped to ``plan.crop``, PIL RGB), the size ``plan``, and the run's ``progress`` and
+    ``cancel`` (check it between units of work; raises Cancelled)."""
+
+    engine: Engine
+    image: LoadedImage
+    low_res: Image.Image
+    plan: SizePlan
+    progress: Callable[[str, int, int], None] | None = None
+    cancel: threading.Event | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.engine.dtype
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """One base path: ``make`` returns its image (PIL RGB at ``plan.content``) and a note on what
+    ran (or None). ``tiled_by_x4``: it runs the neural ×4 tile by tile (the seam score looks at
+    those tile borders; when the output is no larger than the input the network is skipped and
+    the level says so). ``when_identical``: why its pixels can equal an earlier base's."""
+
+    name: str
+    make: Callable[[BaseContext], tuple[Image.Image, str | None]]
+    tiled_by_x4: bool = False
+    when_identical: str = "the same pixels"
+
+
+def _bicubic(ctx: BaseContext) -> tuple[Image.Image, str | None]:
+    return bicubic(ctx.low_res, ctx.plan.content), None
+
+
+def _bicubic_clean(ctx: BaseContext) -> tuple[Image.Image, str | None]:
+    # Clean the whole input (the JPEG grid is anchored there), then crop.
+    cleaned, note = clean(
+        ctx.image.rgb, jpeg_quality=ctx.image.jpeg_quality, device=ctx.device, dtype=ctx.dtype, cancel=ctx.cancel
+    )
+    return bicubic(cleaned.crop(ctx.plan.crop), ctx.plan.content), note
+
+
+def _upscale_4(ctx: BaseContext) -> tuple[Image.Image, str | None]:
+    if skips_network(ctx.low_res.size, ctx.plan.content):
+        return bicubic(ctx.low_res, ctx.plan.content), None
+    engine = ctx.engine
+    settings = NeuralSettings(
+        device=ctx.device,
+        dtype=ctx.dtype,
+        tile=engine.config.esrgan_tile,
+        pad=engine.config.esrgan_pad,
+        batch_size=engine.batch_size,
+    )
+
+    def on_tile(done: int, total: int) -> None:
+        check_cancel(ctx.cancel)
+        if ctx.progress:
+            ctx.progress("base: upscale_4 tiles", done, total)
+
+    model = engine.upscaler()
+    with cancellable(ctx.cancel, model):
+        out = neural_upscale(model, ctx.low_res, ctx.plan.content, settings, on_tile=on_tile)
+    check_cancel(ctx.cancel)
+    return out, None
+
+
+BASE_PATHS: dict[str, BaseSpec] = {
+    spec.name: spec
+    for spec in (
+        BaseSpec("upscale_4", _upscale_4, tiled_by_x4=True, when_identical="the network was skipped"),
+        BaseSpec("bicubic", _bicubic),
+        BaseSpec("bicubic_clean", _bicubic_clean, when_identical="no JPEG grid to clean"),
+    )
+}
+
+
+def get_base_path(name: str) -> BaseSpec:
+    """The registered base path ``name``; unknown names raise ValueError listing the registered ones."""
+    try:
+        return BASE_PATHS[name]
+    except KeyError:
+        raise ValueError(f"unknown base path {name!r}; registered: {sorted(BASE_PATHS)}") from None

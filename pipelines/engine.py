@@ -1,4 +1,5 @@
-"""The engine: one request → any subset of the nine levels, each computed once.
+"""The engine: one request → any subset of the levels of its table (nine by default), each
+computed once.
 
     engine = Engine(EngineConfig())
     result = engine.run(load_image("photo.jpg"), UpscaleRequest(levels=(1, ..., 9)))
@@ -16,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,8 @@ from PIL import Image
 
 import presets
 from pipelines import base as base_paths
-from pipelines.cancel import cancellable, check_cancel
+from pipelines.base import skips_network
+from pipelines.cancel import check_cancel
 from pipelines.convert import pil_to_uint8_tensor
 from pipelines.device import dtype_name, dtype_reason, pick_device
 from pipelines.errors import LabError, ModelMissingError, WeightsError
@@ -47,8 +49,10 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """What the engine loads and how it runs. ``upscaler`` None = Real-ESRGAN x4plus."""
+    """What the engine loads and how it runs. ``upscaler`` None = Real-ESRGAN x4plus.
+    ``table``: the levels it runs and their grid; ``settings`` must cover its LoRA scales above 0."""
 
+    table: presets.LevelTable = presets.TABLE
     models: DiffusionModels = field(default_factory=DiffusionModels)
     upscaler: str | None = None
     device: str | None = None
@@ -78,7 +82,8 @@ class LevelResult:
 
 @dataclass
 class RunResult:
-    """A whole run: levels in order, the seed used, per-stage timings and the manifest."""
+    """A whole run: levels in order, the seed used, per-stage timings, the manifest, and the
+    level ``table`` the levels come from (their grid, baseline and labels)."""
 
     levels: list[LevelResult]
     seed: int
@@ -86,6 +91,7 @@ class RunResult:
     timings: dict[str, float]
     warnings: list[str]
     manifest: dict[str, Any]
+    table: presets.LevelTable
     recommendation: Recommendation | None = None
 
     def level(self, number: int) -> LevelResult:
@@ -138,8 +144,20 @@ class Engine:
         upscaler: torch.nn.Module | None = None,
     ) -> None:
         """``refiner`` and ``upscaler``: ready models (on the engine's device and dtype) used
-        instead of loading ``config.models`` and ``config.upscaler``."""
+        instead of loading ``config.models`` and ``config.upscaler``.
+
+        Raises ValueError when ``config.settings`` lacks a LoRA scale of ``config.table`` or the
+        table names a base path that ``pipelines.base.BASE_PATHS`` does not hold."""
         self.config = config or EngineConfig()
+        table = self.config.table
+        uncovered = [s for s in table.generative_scales if s not in self.config.settings]
+        if uncovered:
+            raise ValueError(
+                f"EngineConfig.settings has no DiffusionSettings for LoRA scale(s) {', '.join(f'{s:g}' for s in uncovered)} "
+                f"of the level table (it covers {', '.join(f'{s:g}' for s in sorted(self.config.settings)) or 'none'})"
+            )
+        for name in table.base_paths:
+            base_paths.get_base_path(name)
         self.device, self.dtype = pick_device(self.config.device, self.config.dtype)
         # Batching tiles pays on a GPU (H100, SD 1.5 step: 39 ms for 1 tile, 10 ms per tile at 8)
         # and costs on a CPU (12 s per tile alone, 22.6 s per tile in pairs): docs/performance.md.
@@ -234,7 +252,8 @@ class Engine:
         on_level: Callable[[LevelResult], None] | None = None,
     ) -> RunResult:
         """Run ``request.effective_levels`` on ``image``. Raises RequestError for impossible
-        sizes; missing diffusion weights make levels 1–6 ``missing``, never a crash.
+        sizes or levels its table lacks; missing diffusion weights make the generative levels
+        (1–6 of the default table) ``missing``, never a crash.
 
         ``on_level`` receives each level as soon as it is final (the levels without diffusion
         right after the base paths, each diffusion level when its pass is decoded), so a
@@ -248,7 +267,7 @@ class Engine:
         t_start = time.perf_counter()
         self._plan(run)  # 1. size plan, seed, the levels asked for
         self._base_stage(run)  # 2. each base path once
-        self._finish_levels(run, [lv for lv in run.levels if not lv.generative])  # 7–9 now
+        self._finish_levels(run, [lv for lv in run.levels if not lv.generative])  # no diffusion: now
         self._generative_stage(run)  # 3–5. diffusion per LoRA scale; each level when ready
         run.timings["total"] = time.perf_counter() - t_start
         self._learn_costs(run)
@@ -263,35 +282,41 @@ class Engine:
             timings=run.timings,
             warnings=run.warnings,
             manifest=manifest,
+            table=self.config.table,
             recommendation=advice,
         )
 
     def _plan(self, run: _Run) -> None:
-        req = run.request
+        table = self.config.table
+        run.request = req = run.request.with_table(table)  # RequestError for a level the table lacks
         run.seed = req.seed if req.seed is not None else draw_seed()
-        run.levels = [presets.get_level(n) for n in req.effective_levels]
+        run.levels = [table.get(n) for n in req.effective_levels]
         run.plan = plan_size(run.image.size, req, max_output_pixels=self.config.max_output_pixels)
         run.low_res = run.image.rgb.crop(run.plan.crop)
 
     def _base_stage(self, run: _Run) -> None:
-        """Each base path the levels need, once (the bicubic baseline always, for the metrics)."""
-        needed = {lv.base_path for lv in run.levels} | {"bicubic"}
-        for i, path in enumerate(p for p in presets.BASE_PATHS if p in needed):
+        """Each base path the levels need, once (the baseline's always, for the metrics)."""
+        table = self.config.table
+        needed = {lv.base_path for lv in run.levels} | {table.baseline.base_path}
+        for i, path in enumerate(p for p in table.base_paths if p in needed):
             check_cancel(run.cancel)
             if run.progress:
                 run.progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
             if self._base_key(path, run.image, run.plan) not in self._base_cache:
                 run.fresh_bases.add(path)
-            run.bases[path], note = self._base(path, run.image, run.low_res, run.plan, run.progress, run.cancel)
+            run.bases[path], note = self._base(path, run)
             if note:
                 run.base_notes[path] = note
             run.base_seconds[path] = time.perf_counter() - t
             run.timings[f"base_{path}"] = run.base_seconds[path]
         if run.progress:
             run.progress("base paths", len(needed), len(needed))
-        run.same_as = identical_bases(run.bases, set(run.bases))  # e.g. bicubic_clean of a PNG is bicubic
-        run.network_skipped = "upscale_4" in run.bases and skips_network(run.low_res.size, run.plan.content)
+        # e.g. bicubic_clean of a PNG is bicubic
+        run.same_as = identical_bases(run.bases, set(run.bases), table.base_paths)
+        run.network_skipped = any(base_paths.get_base_path(p).tiled_by_x4 for p in run.bases) and skips_network(
+            run.low_res.size, run.plan.content
+        )
 
     def _generative_stage(self, run: _Run) -> None:
         """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); each level is
@@ -347,9 +372,10 @@ class Engine:
         """Compose and score ``levels`` (their images are ready) and hand each on. A level
         whose pixels equal another's reuses its scores."""
         t = time.perf_counter()
-        baseline = run.bases["bicubic"]
+        baseline = run.bases[self.config.table.baseline.base_path]
         for lv in levels:
-            notes = [NETWORK_SKIPPED] if run.network_skipped and lv.base_path == "upscale_4" else []
+            spec = base_paths.get_base_path(lv.base_path)
+            notes = [NETWORK_SKIPPED] if run.network_skipped and spec.tiled_by_x4 else []
             notes += [run.base_notes[lv.base_path]] if lv.base_path in run.base_notes else []
             source = run.same_as.get(lv.base_path, lv.base_path)
             if lv.generative:
@@ -357,11 +383,12 @@ class Engine:
                 diffusion = run.timings.get(f"diffusion_{lv.lora_scale:g}", 0.0) / run.passes[lv.lora_scale]
                 seconds = run.base_seconds[lv.base_path] + diffusion
                 if lv.base_path in run.same_as:
-                    twin = presets.level_for(source, lv.lora_scale)
+                    twin = self.config.table.level_for(source, lv.lora_scale)
+                    twin_spec = base_paths.get_base_path(twin.base_path)
                     why = (
-                        "the network was skipped"
-                        if run.network_skipped and twin.base_path == "upscale_4"
-                        else "no JPEG grid to clean"
+                        twin_spec.when_identical
+                        if run.network_skipped and twin_spec.tiled_by_x4
+                        else spec.when_identical
                     )
                     notes.append(
                         f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
@@ -373,7 +400,14 @@ class Engine:
             key = (lv.lora_scale, source)
             if key not in run.scored:
                 seams = self._seams(run, lv, content.size)
-                run.scored[key] = score_level(content, baseline, run.low_res, run.ground_truth, seams=seams)
+                run.scored[key] = score_level(
+                    content,
+                    baseline,
+                    run.low_res,
+                    run.ground_truth,
+                    seams=seams,
+                    check=lambda: check_cancel(run.cancel),
+                )
             self._emit(
                 run,
                 LevelResult(
@@ -396,7 +430,7 @@ class Engine:
         generative level, the diffusion tiles."""
         xs: set[int] = set()
         ys: set[int] = set()
-        if level.base_path == "upscale_4" and not run.network_skipped:
+        if base_paths.get_base_path(level.base_path).tiled_by_x4 and not run.network_skipped:
             tile, (lw, lh) = self.config.esrgan_tile, run.low_res.size
             xs.update(round(x * size[0] / lw) for x in range(tile, lw, tile))
             ys.update(round(y * size[1] / lh) for y in range(tile, lh, tile))
@@ -444,14 +478,13 @@ class Engine:
     def _learn_costs(self, run: _Run) -> None:
         mp = run.plan.content[0] * run.plan.content[1] / 1e6
         learned = dict(self.costs())
-        if "upscale_4" in run.fresh_bases and not run.network_skipped:
-            # the network sees the input crop: its cost follows that, not the output size
-            crop_mp = run.low_res.width * run.low_res.height / 1e6
-            learned["x4_per_input_mp"] = run.base_seconds["upscale_4"] / crop_mp
-        if "bicubic_clean" in run.fresh_bases and "bicubic_clean" in run.base_notes:  # the cleanup ran
-            learned["cleanup_per_input_mp"] = run.base_seconds["bicubic_clean"] / (
-                run.image.size[0] * run.image.size[1] / 1e6  # it cleans the whole input
-            )
+        for name in run.fresh_bases:
+            if base_paths.get_base_path(name).tiled_by_x4:
+                if not run.network_skipped:  # the network sees the input crop: its cost follows that
+                    learned["x4_per_input_mp"] = run.base_seconds[name] / (run.low_res.width * run.low_res.height / 1e6)
+            elif name in run.base_notes:  # the base did work beyond a resize (the JPEG cleanup)
+                input_mp = run.image.size[0] * run.image.size[1] / 1e6  # it works on the whole input
+                learned[f"base_{name}_per_input_mp"] = run.base_seconds[name] / input_mp
         for scale, n in run.passes.items():
             if f"diffusion_{scale:g}" in run.timings:
                 learned[f"diffusion_{scale:g}_per_mp"] = run.timings[f"diffusion_{scale:g}"] / (mp * n)
@@ -475,20 +508,24 @@ class Engine:
     def estimate_seconds(self, size: tuple[int, int], request: UpscaleRequest, *, jpeg: bool = False) -> float | None:
         """Expected seconds for ``request`` on an input of ``size`` from the costs measured by
         earlier runs on this device (None until a run has measured the stages it needs).
-        ``jpeg``: the input is a JPEG, so the cleanup will likely run (counted once measured).
+        ``jpeg``: the input is a JPEG, so a base that works beyond a resize (the cleanup, which
+        acts on JPEG grids) is counted at its measured cost; for other inputs it is a resize.
         An upper bound on passes: it assumes every base differs (a PNG's cleanup base does not)."""
         costs = self.costs()
+        table = self.config.table
         plan = plan_size(size, request, max_output_pixels=self.config.max_output_pixels)
         mp = plan.content[0] * plan.content[1] / 1e6
-        levels = [presets.get_level(n) for n in request.effective_levels]
+        levels = [table.get(n) for n in request.effective_levels]
         total = costs.get("finish_per_mp_level", 0.0) * mp * len(levels)
         crop = (plan.crop[2] - plan.crop[0], plan.crop[3] - plan.crop[1])
-        if any(lv.base_path == "upscale_4" for lv in levels) and not skips_network(crop, plan.content):
-            if "x4_per_input_mp" not in costs:
-                return None
-            total += costs["x4_per_input_mp"] * crop[0] * crop[1] / 1e6
-        if jpeg and any(lv.base_path == "bicubic_clean" for lv in levels):
-            total += costs.get("cleanup_per_input_mp", 0.0) * size[0] * size[1] / 1e6
+        for name in {lv.base_path for lv in levels}:
+            if base_paths.get_base_path(name).tiled_by_x4:
+                if not skips_network(crop, plan.content):
+                    if "x4_per_input_mp" not in costs:
+                        return None
+                    total += costs["x4_per_input_mp"] * crop[0] * crop[1] / 1e6
+            elif jpeg:
+                total += costs.get(f"base_{name}_per_input_mp", 0.0) * size[0] * size[1] / 1e6
         gen = [lv for lv in levels if lv.generative]
         if gen and self._refiner_missing is None:
             for scale in {lv.lora_scale for lv in gen}:
@@ -507,49 +544,22 @@ class Engine:
     def _base_key(self, path: str, image: LoadedImage, plan: SizePlan) -> tuple[Any, ...]:
         return (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
 
-    def _base(
-        self,
-        path: str,
-        image: LoadedImage,
-        low_res: Image.Image,
-        plan: SizePlan,
-        progress: Progress | None,
-        cancel: threading.Event | None = None,
-    ) -> tuple[Image.Image, str | None]:
-        """One base path's image at the content size, and a note on what ran (or None)."""
-        key = self._base_key(path, image, plan)
+    def _base(self, path: str, run: _Run) -> tuple[Image.Image, str | None]:
+        """One base path's image at the content size, and a note on what ran (or None): the
+        registry's ``make`` (``pipelines.base.BASE_PATHS``), cached across runs."""
+        key = self._base_key(path, run.image, run.plan)
         if key in self._base_cache:
             self._base_cache.move_to_end(key)
             return self._base_cache[key]
-        note = None
-        if path == "bicubic":
-            out = base_paths.bicubic(low_res, plan.content)
-        elif path == "bicubic_clean":
-            # Clean the whole input (the JPEG grid is anchored there), then crop.
-            cleaned, note = base_paths.clean(
-                image.rgb, jpeg_quality=image.jpeg_quality, device=self.device, dtype=self.dtype, cancel=cancel
-            )
-            out = base_paths.bicubic(cleaned.crop(plan.crop), plan.content)
-        elif skips_network(low_res.size, plan.content):
-            out = base_paths.bicubic(low_res, plan.content)
-        else:
-            settings = base_paths.NeuralSettings(
-                device=self.device,
-                dtype=self.dtype,
-                tile=self.config.esrgan_tile,
-                pad=self.config.esrgan_pad,
-                batch_size=self.batch_size,
-            )
-
-            def on_tile(done: int, total: int) -> None:
-                check_cancel(cancel)
-                if progress:
-                    progress("base: upscale_4 tiles", done, total)
-
-            model = self.upscaler()
-            with cancellable(cancel, model):
-                out = base_paths.neural_upscale(model, low_res, plan.content, settings, on_tile=on_tile)
-            check_cancel(cancel)
+        context = base_paths.BaseContext(
+            engine=self,
+            image=run.image,
+            low_res=run.low_res,
+            plan=run.plan,
+            progress=run.progress,
+            cancel=run.cancel,
+        )
+        out, note = base_paths.get_base_path(path).make(context)
         self._base_cache[key] = (out, note)
         while len(self._base_cache) > self.config.base_cache_size:
             self._base_cache.popitem(last=False)
@@ -639,15 +649,8 @@ def recommend_level(levels: list[LevelResult], floor: float) -> Recommendation:
     ok = [(lv.preset, lv.metrics) for lv in levels if lv.status == "ok"]
     if len(ok) < 2:
         why = "one level ran" if ok else "no level ran"
-        return Recommendation(None, f"{why}: run several levels (e.g. all nine) to get a recommendation", floor, ())
+        return Recommendation(None, f"{why}: run several levels (e.g. all of them) to get a recommendation", floor, ())
     return recommend(ok, floor=floor)
-
-
-def skips_network(input_size: tuple[int, int], content: tuple[int, int]) -> bool:
-    """True when the neural ×4 would only be shrunk back: the output is no larger than the
-    input on either side. Then ``upscale_4`` is the antialiased bicubic resize (its cost follows
-    the output, not the input ×16), and the level says so."""
-    return content[0] <= input_size[0] and content[1] <= input_size[1]
 
 
 NETWORK_SKIPPED = (
@@ -656,14 +659,14 @@ NETWORK_SKIPPED = (
 )
 
 
-def identical_bases(bases: dict[str, Image.Image], names: set[str]) -> dict[str, str]:
+def identical_bases(bases: dict[str, Image.Image], names: set[str], order: Sequence[str]) -> dict[str, str]:
     """``{name: earlier name}`` for each base among ``names`` whose pixels equal an earlier
-    one's (in the presets' base order). ``bicubic_clean`` returns inputs without a JPEG grid
-    untouched, so for most PNGs it equals ``bicubic`` and its diffusion passes would repeat
-    theirs exactly."""
+    one's (earlier in ``order``, the level table's base paths). ``bicubic_clean`` returns inputs
+    without a JPEG grid untouched, so for most PNGs it equals ``bicubic`` and its diffusion
+    passes would repeat theirs exactly."""
     same_as: dict[str, str] = {}
     kept: list[str] = []
-    for name in (p for p in presets.BASE_PATHS if p in names):
+    for name in (p for p in order if p in names):
         a = bases[name]
         twin = next(
             (
@@ -680,13 +683,14 @@ def identical_bases(bases: dict[str, Image.Image], names: set[str]) -> dict[str,
     return same_as
 
 
-def replay_request(manifest: dict[str, Any]) -> UpscaleRequest:
-    """The request recorded in a manifest (seed and levels included), ready to run again."""
+def replay_request(manifest: dict[str, Any], table: presets.LevelTable = presets.TABLE) -> UpscaleRequest:
+    """The request recorded in a manifest (seed and levels included), ready to run again on an
+    engine with level table ``table``."""
     from pipelines.request import parse_request
 
     req = dict(manifest["request"])
     req.pop("url", None)
-    return parse_request(req)
+    return parse_request(req, table=table)
 
 
 __all__ = ["Engine", "EngineConfig", "LabError", "LevelResult", "RunResult", "replay_request"]

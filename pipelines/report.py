@@ -1,7 +1,7 @@
-"""Turning a run into files and tables: per-level PNGs, a labelled 3×3 contact sheet, the
-metrics table (CSV and Markdown) and the manifest. Every file is written to a temporary name
-in the target folder and renamed, so a failure (disk full, permission) never leaves a
-half-written file behind.
+"""Turning a run into files and tables: per-level PNGs, a labelled contact sheet laid out as
+the run's level table (3×3 by default), the metrics table (CSV and Markdown) and the manifest.
+Every file is written to a temporary name in the target folder and renamed, so a failure
+(disk full, permission) never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def metrics_markdown(result: RunResult) -> str:
         if lv.message:
             by_message.setdefault(lv.message, []).append(lv.level)
     notes = [f"- level{'s' if len(n) > 1 else ''} {', '.join(map(str, n))}: {m}" for m, n in by_message.items()]
-    if result.recommendation is not None:
-        notes.append(f"- recommended: {result.recommendation.reason}")
+    advice = result.recommendation
+    if advice is not None:
+        notes.append(f"- recommended: {advice.reason}" if advice.level else f"- no recommendation: {advice.reason}")
     return "\n".join([head, sep, *body, *([""] + notes if notes else [])]) + "\n"
 
 
@@ -139,17 +140,19 @@ def placeholder(size: tuple[int, int], text: str) -> Image.Image:
 
 
 def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
-    """The 3×3 contact sheet: rows strong/medium/off, columns upscale_4/bicubic/bicubic_clean,
-    each cell captioned with level, recipe and scores. Levels not run are left blank."""
+    """The contact sheet in the grid of ``result.table`` (rows: effects, e.g. strong/medium/off;
+    columns: base paths), each cell captioned with level, recipe and scores. Levels not run
+    are left blank."""
     by_level = {lv.level: lv for lv in result.levels}
     cw, ch = result.plan.canvas
     cell_h = max(1, round(cell_width * ch / cw))
     font_px = max(10, cell_width // 40)
     caption_h = round(font_px * 2.7) + 8  # two lines
     font = _font(font_px)
-    sheet = Image.new("RGB", (3 * cell_width, 3 * (cell_h + caption_h)), (24, 24, 28))
+    rows, columns = result.table.shape
+    sheet = Image.new("RGB", (columns * cell_width, rows * (cell_h + caption_h)), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
-    for preset in presets.LEVELS:
+    for preset in result.table.levels:
         x, y = preset.column * cell_width, preset.row * (cell_h + caption_h)
         lv = by_level.get(preset.level)
         if lv is None:
@@ -212,12 +215,12 @@ def change_heatmap(image: Image.Image, baseline: Image.Image) -> Image.Image:
 LEVEL_AXIS_PAD = 0.5  # half a level beyond the first and last: their markers and error bars stay whole
 
 
-def level_axis(ax: Any) -> None:
-    """Label a matplotlib axis ``ax`` as the level axis: a tick per level, and the range padded
-    by ``LEVEL_AXIS_PAD`` either side, whichever levels ran (ticks alone would end the axis
-    exactly on the last level, cutting its marker and error bar in half)."""
-    ax.set_xticks(list(presets.LEVEL_NUMBERS))
-    ax.set_xlim(presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)
+def level_axis(ax: Any, table: presets.LevelTable) -> None:
+    """Label a matplotlib axis ``ax`` as the level axis of ``table``: a tick per level, and the
+    range padded by ``LEVEL_AXIS_PAD`` either side, whichever levels ran (ticks alone would end
+    the axis exactly on the last level, cutting its marker and error bar in half)."""
+    ax.set_xticks(list(table.numbers))
+    ax.set_xlim(table.min_level - LEVEL_AXIS_PAD, table.max_level + LEVEL_AXIS_PAD)
     ax.set_xlabel("level")
 
 
@@ -240,11 +243,11 @@ def scores_figure(result: RunResult):  # -> matplotlib.figure.Figure
         levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
     )
     ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
-    level_axis(ax1)
+    level_axis(ax1, result.table)
     ax1.set_ylabel("dB")
     ax1.legend(fontsize=7)
     ax2.plot(levels, [lv.metrics["ssim_vs_bicubic"] for lv in ok], "o-", color="C2")
-    level_axis(ax2)
+    level_axis(ax2, result.table)
     ax2.set_ylabel("SSIM vs bicubic")
     ax2.set_ylim(0, 1.02)
     fig.tight_layout()

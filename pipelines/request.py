@@ -24,7 +24,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Literal, get_args
 
@@ -74,7 +74,11 @@ Length = int | Percent
 @dataclass(frozen=True)
 class UpscaleRequest:
     """A validated, normalised request. Build it with :func:`parse_request` (JSON),
-    :meth:`RequestFields.build` (a form or flags) or directly: the checks below are the same."""
+    :meth:`RequestFields.build` (a form or flags) or directly: the checks below are the same.
+
+    ``table`` is the level table whose levels ``levels`` and ``upscale_strength`` name (the
+    default: the lab's nine); an engine with another table checks the request against its own
+    (:meth:`with_table`). It is not part of the request's JSON or of its equality."""
 
     url: str | None = None
     width: Length | None = None
@@ -90,6 +94,7 @@ class UpscaleRequest:
     seed: int | None = None
     levels: tuple[int, ...] | None = None
     fidelity_floor: float | None = None  # dB of LR-consistency for the recommendation; None: the default
+    table: presets.LevelTable = field(default=presets.TABLE, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Every value check lives here, so JSON parsing, form fields and direct construction
@@ -104,12 +109,12 @@ class UpscaleRequest:
             raise RequestError("fit", f"must be one of {list(FITS)}, got {self.fit!r}")
         if not isinstance(self.generative_upscale, bool):
             raise RequestError("generative_upscale", f"must be true or false, got {self.generative_upscale!r}")
-        _check_strength(self.upscale_strength)
+        _check_strength(self.upscale_strength, self.table)
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
             raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if self.levels is not None:
-            object.__setattr__(self, "levels", _check_levels(self.levels))  # sorted, each once
+            object.__setattr__(self, "levels", _check_levels(self.levels, self.table))  # sorted, each once
         floor = self.fidelity_floor
         if floor is not None:
             if isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor):
@@ -132,8 +137,14 @@ class UpscaleRequest:
         if self.levels is not None:
             return self.levels
         if not self.generative_upscale:
-            return (presets.non_generative_twin(self.upscale_strength).level,)
+            return (self.table.non_generative_twin(self.upscale_strength).level,)
         return (self.upscale_strength,)
+
+    def with_table(self, table: presets.LevelTable) -> UpscaleRequest:
+        """This request on ``table`` (an engine's): its levels and strength checked against that
+        table. Raises RequestError naming ``levels`` or ``upscale_strength`` for a level the
+        table lacks (``levels: each level must be an integer in 1..12, got 13``)."""
+        return self if table is self.table else replace(self, table=table)
 
     def to_json(self) -> dict[str, Any]:
         """The normalised request in the API's JSON shape (replayable with parse_request)."""
@@ -162,27 +173,22 @@ def _length_json(value: Length | None) -> int | str | None:
     return None if value is None else (str(value) if isinstance(value, Percent) else value)
 
 
-def _check_levels(levels: object) -> tuple[int, ...]:
-    span = f"{presets.MIN_LEVEL}..{presets.MAX_LEVEL}"
+def _check_levels(levels: object, table: presets.LevelTable) -> tuple[int, ...]:
+    """Levels of ``table``, sorted, each once; RequestError naming ``levels`` otherwise."""
     if not isinstance(levels, list | tuple) or not levels:
-        raise RequestError("levels", f"must be a non-empty list of levels {span}, got {levels!r}")
+        raise RequestError("levels", f"must be a non-empty list of levels {table.span}, got {levels!r}")
     for lv in levels:
-        if isinstance(lv, bool) or not isinstance(lv, int) or not presets.MIN_LEVEL <= lv <= presets.MAX_LEVEL:
-            raise RequestError("levels", f"each level must be an integer in {span}, got {lv!r}")
+        if isinstance(lv, bool) or not isinstance(lv, int) or not table.min_level <= lv <= table.max_level:
+            raise RequestError("levels", f"each level must be an integer in {table.span}, got {lv!r}")
     return tuple(sorted(set(levels)))
 
 
-def _check_strength(value: object) -> int:
+def _check_strength(value: object, table: presets.LevelTable) -> int:
+    """A level of ``table``; RequestError naming ``upscale_strength`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(
-            "upscale_strength",
-            f"must be an integer in {presets.MIN_LEVEL}..{presets.MAX_LEVEL}, got {value!r}",
-        )
-    if not presets.MIN_LEVEL <= value <= presets.MAX_LEVEL:
-        raise RequestError(
-            "upscale_strength",
-            f"must be in {presets.MIN_LEVEL}..{presets.MAX_LEVEL}, got {value}",
-        )
+        raise RequestError("upscale_strength", f"must be an integer in {table.span}, got {value!r}")
+    if not table.min_level <= value <= table.max_level:
+        raise RequestError("upscale_strength", f"must be in {table.span}, got {value}")
     return value
 
 
@@ -281,21 +287,20 @@ def _parse_prompt(field: str, value: object) -> str:
     return value.strip()
 
 
-def _parse_levels(value: object) -> object:
+def _parse_levels(value: object, table: presets.LevelTable) -> object:
     """``"all"`` → every level; a list passes on to UpscaleRequest, which checks and sorts it."""
     if isinstance(value, str):
         if value.strip().lower() == "all":
-            return presets.LEVEL_NUMBERS
-        raise RequestError(
-            "levels", f"must be a list of levels {presets.MIN_LEVEL}..{presets.MAX_LEVEL} or 'all', got {value!r}"
-        )
+            return table.numbers
+        raise RequestError("levels", f"must be a list of levels {table.span} or 'all', got {value!r}")
     return value
 
 
-def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
+def parse_request(data: Mapping[str, Any], *, table: presets.LevelTable = presets.TABLE) -> UpscaleRequest:
     """Validate the API JSON (already decoded) into an :class:`UpscaleRequest`: the JSON's
     shapes (length strings, the background object, ``"all"``) become fields here, and
-    UpscaleRequest checks every value.
+    UpscaleRequest checks every value; ``levels`` and ``upscale_strength`` against ``table``
+    (the engine's that will run it; the default: the lab's nine levels).
 
     Raises RequestError naming the first offending field and what is allowed.
     """
@@ -319,14 +324,14 @@ def parse_request(data: Mapping[str, Any]) -> UpscaleRequest:
     if data.get("negative_prompt") is not None:
         kw["negative_prompt"] = _parse_prompt("negative_prompt", data["negative_prompt"])
     if data.get("levels") is not None:
-        kw["levels"] = _parse_levels(data["levels"])
+        kw["levels"] = _parse_levels(data["levels"], table)
     for name in ("min_length", "seed", "fidelity_floor"):  # null = not given
         if data.get(name) is not None:
             kw[name] = data[name]
     for name in ("fit", "generative_upscale", "upscale_strength"):  # null is a wrong value
         if name in data:
             kw[name] = data[name]
-    return UpscaleRequest(**kw)
+    return UpscaleRequest(**kw, table=table)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,12 +359,15 @@ class RequestFields:
     levels: Sequence[int] | None = None
     fidelity_floor: float | None = None
 
-    def build(self, base: Mapping[str, Any] | None = None) -> UpscaleRequest:
-        """The fields laid over the API JSON ``base`` (a request file; the fields win), validated.
+    def build(
+        self, base: Mapping[str, Any] | None = None, *, table: presets.LevelTable = presets.TABLE
+    ) -> UpscaleRequest:
+        """The fields laid over the API JSON ``base`` (a request file; the fields win), validated;
+        levels against ``table`` (the engine's that will run it).
 
         Raises RequestError naming the first offending field and what is allowed.
         """
-        request = parse_request(base if base is not None else {})
+        request = parse_request(base if base is not None else {}, table=table)
         changes: dict[str, Any] = {}
         for name, allow_zero in (("width", False), ("height", False), ("padding", True)):
             length = parse_length_text(name, getattr(self, name), allow_zero=allow_zero)

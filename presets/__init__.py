@@ -1,108 +1,259 @@
-"""The lab's data: the nine strength levels, model ids with pinned revisions, prompts and
+"""The lab's data: the strength levels, model ids with pinned revisions, prompts and
 diffusion settings.
 
 Everything else (UI choices, CLI flags, API validation, tests) is derived from these tables;
-nobody retypes them. The tables are validated when this module is imported, so a typo here
-fails loudly at start-up instead of producing a silently wrong grid.
+nobody retypes them. The tables are validated when they are built, so a typo here fails
+loudly at start-up instead of producing a silently wrong grid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-BasePath = Literal["upscale_4", "bicubic", "bicubic_clean"]
-Effect = Literal["strong", "medium", "off"]
-
-BASE_PATHS: tuple[BasePath, ...] = ("upscale_4", "bicubic", "bicubic_clean")
-EFFECTS: tuple[Effect, ...] = ("strong", "medium", "off")
-LORA_SCALE_OF_EFFECT: dict[Effect, float] = {"strong": 1.0, "medium": 0.5, "off": 0.0}
-
-BASE_PATH_LABELS: dict[BasePath, str] = {
-    "upscale_4": "Real-ESRGAN x4",
-    "bicubic": "bicubic",
-    "bicubic_clean": "bicubic + cleanup",
-}
+from collections.abc import Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, field, replace
+from functools import cached_property
 
 
 @dataclass(frozen=True)
 class Level:
-    """One strength level: a base path × a generative effect (the LoRA scale)."""
+    """One strength level: a base path × a generative effect (the LoRA scale of the upscale
+    adapter), and its cell in the grid (``row`` = the effect, ``column`` = the base path).
+
+    A level is checked alone for its own values; the :class:`LevelTable` holding it checks it
+    against the others (numbers, cells, effect ↔ LoRA scale) and gives it its column's label.
+    """
 
     level: int
-    base_path: BasePath
-    effect: Effect
+    base_path: str
+    effect: str
     lora_scale: float
+    _: KW_ONLY
+    row: int
+    column: int
+    base_label: str = field(default="", compare=False)  # the column's heading; set by the table
 
     def __post_init__(self) -> None:
-        if not 1 <= self.level <= 9:
-            raise ValueError(f"level must be in 1..9, got {self.level}")
-        if self.base_path not in BASE_PATHS:
-            raise ValueError(f"base_path must be one of {BASE_PATHS}, got {self.base_path!r}")
-        if self.effect not in EFFECTS:
-            raise ValueError(f"effect must be one of {EFFECTS}, got {self.effect!r}")
-        if LORA_SCALE_OF_EFFECT[self.effect] != self.lora_scale:
-            raise ValueError(
-                f"level {self.level}: effect {self.effect!r} means LoRA scale "
-                f"{LORA_SCALE_OF_EFFECT[self.effect]}, got {self.lora_scale}"
-            )
+        for name in ("level", "row", "column"):
+            value = getattr(self, name)
+            low = 1 if name == "level" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("base_path", "effect"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"level {self.level}: {name} must be a non-empty name, got {getattr(self, name)!r}")
+        if not 0.0 <= self.lora_scale <= 1.0:
+            raise ValueError(f"level {self.level}: lora_scale must be in [0, 1], got {self.lora_scale}")
 
     @property
     def generative(self) -> bool:
         return self.lora_scale > 0.0
 
     @property
-    def row(self) -> int:
-        """Grid row (0 = strong, 1 = medium, 2 = off)."""
-        return EFFECTS.index(self.effect)
-
-    @property
-    def column(self) -> int:
-        """Grid column (0 = upscale_4, 1 = bicubic, 2 = bicubic_clean)."""
-        return BASE_PATHS.index(self.base_path)
-
-    @property
     def recipe(self) -> str:
-        return f"{BASE_PATH_LABELS[self.base_path]} · {self.effect} (LoRA {self.lora_scale:g})"
+        return f"{self.base_label or self.base_path} · {self.effect} (LoRA {self.lora_scale:g})"
 
 
-def _build_levels() -> tuple[Level, ...]:
-    levels = tuple(
-        Level(level=3 * r + c + 1, base_path=b, effect=e, lora_scale=LORA_SCALE_OF_EFFECT[e])
-        for r, e in enumerate(EFFECTS)
-        for c, b in enumerate(BASE_PATHS)
-    )
-    if [lv.level for lv in levels] != list(range(1, 10)):
-        raise ValueError("levels must be 1..9 in row-major order")
-    return levels
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 
 
-LEVELS: tuple[Level, ...] = _build_levels()
-LEVEL_NUMBERS: tuple[int, ...] = tuple(lv.level for lv in LEVELS)
-MIN_LEVEL, MAX_LEVEL = LEVEL_NUMBERS[0], LEVEL_NUMBERS[-1]
-BASELINE_LEVEL = 8  # bicubic, no diffusion: what every level is scored against
-DEFAULT_STRENGTH = 5
-
-if LEVELS[BASELINE_LEVEL - 1].base_path != "bicubic" or LEVELS[BASELINE_LEVEL - 1].generative:
-    raise ValueError("the baseline level must be plain bicubic without diffusion")
-
-
-def get_level(level: int) -> Level:
-    """Return the preset for ``level`` (1..9); raises ValueError naming the allowed range."""
-    if isinstance(level, bool) or not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise ValueError(f"level must be an integer in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
-    return LEVELS[level - 1]
+def number_ranges(numbers: Iterable[int], dash: str = "–") -> str:
+    """Level numbers as people write them: ``"7–9"``, ``"1–3, 5"``, ``"2, 4"``."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}{dash}{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
-def level_for(base_path: str, lora_scale: float) -> Level:
-    """The level with this base path and LoRA scale."""
-    return next(x for x in LEVELS if x.base_path == base_path and x.lora_scale == lora_scale)
+@dataclass(frozen=True)
+class LevelTable:
+    """The strength levels and the grid they form: rows = ``effects`` (most generative
+    first), columns = ``base_paths``; ``baseline_level`` is what every level is scored against,
+    ``default_strength`` the API's single level when none is asked for; ``base_path_labels``
+    heads the columns (a base path without one is its own label).
+
+    Validated on construction (ValueError naming the level and the rule): numbers ``1..N``,
+    each once; every cell of the rows × columns grid filled exactly once, by a level whose
+    row and column match its effect and base path; one LoRA scale per effect (distinct across
+    effects); the baseline a plain ``bicubic`` level without diffusion; the default strength
+    a level of the table. ``levels`` is kept in number order.
+    """
+
+    levels: tuple[Level, ...]
+    base_paths: tuple[str, ...]
+    effects: tuple[str, ...]
+    baseline_level: int
+    default_strength: int
+    base_path_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        levels = tuple(sorted(self.levels, key=lambda lv: lv.level))
+        numbers = [lv.level for lv in levels]
+        if numbers != list(range(1, len(levels) + 1)):
+            raise ValueError(f"level numbers must be 1..{len(levels)}, each once, got {numbers}")
+        for name in ("base_paths", "effects"):
+            names = getattr(self, name)
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"{name} must name each one once, got {names}")
+        unknown = set(self.base_path_labels) - set(self.base_paths)
+        if unknown:
+            raise ValueError(f"base_path_labels name base paths the table lacks: {sorted(unknown)}")
+        scales: dict[str, Level] = {}
+        cells: dict[tuple[int, int], int] = {}
+        for lv in levels:
+            if lv.base_path not in self.base_paths:
+                raise ValueError(f"level {lv.level}: base_path must be one of {self.base_paths}, got {lv.base_path!r}")
+            if lv.effect not in self.effects:
+                raise ValueError(f"level {lv.level}: effect must be one of {self.effects}, got {lv.effect!r}")
+            where = (self.effects.index(lv.effect), self.base_paths.index(lv.base_path))
+            if (lv.row, lv.column) != where:
+                raise ValueError(
+                    f"level {lv.level}: {lv.effect} × {lv.base_path} is row {where[0]}, column {where[1]}; "
+                    f"got row {lv.row}, column {lv.column}"
+                )
+            if where in cells:
+                raise ValueError(f"level {lv.level}: row {lv.row}, column {lv.column} is level {cells[where]} already")
+            cells[where] = lv.level
+            first = scales.setdefault(lv.effect, lv)
+            if first.lora_scale != lv.lora_scale:
+                raise ValueError(
+                    f"level {lv.level}: effect {lv.effect!r} means LoRA scale {first.lora_scale} "
+                    f"(level {first.level}), got {lv.lora_scale}"
+                )
+        if len(cells) != len(self.effects) * len(self.base_paths):
+            raise ValueError(
+                f"the {len(self.effects)}×{len(self.base_paths)} grid needs "
+                f"{len(self.effects) * len(self.base_paths)} levels, got {len(cells)}"
+            )
+        if len({lv.lora_scale for lv in scales.values()}) != len(scales):
+            pairs = ", ".join(f"{e} {lv.lora_scale:g}" for e, lv in scales.items())
+            raise ValueError(f"each effect needs its own LoRA scale, got {pairs}")
+        for name in ("baseline_level", "default_strength"):
+            value = getattr(self, name)
+            if value not in numbers:
+                raise ValueError(f"{name} must be a level of the table (1..{len(levels)}), got {value!r}")
+        baseline = levels[self.baseline_level - 1]
+        if baseline.base_path != "bicubic" or baseline.generative:
+            raise ValueError(
+                f"the baseline level must be plain bicubic without diffusion, got level {baseline.level}: "
+                f"{baseline.base_path}, LoRA {baseline.lora_scale:g}"
+            )
+        labelled = tuple(replace(lv, base_label=self.column_label(lv.base_path)) for lv in levels)
+        object.__setattr__(self, "levels", labelled)
+
+    # ----------------------------------------------------------------- numbers
+    @cached_property
+    def numbers(self) -> tuple[int, ...]:
+        return tuple(lv.level for lv in self.levels)
+
+    @property
+    def min_level(self) -> int:
+        return self.numbers[0]
+
+    @property
+    def max_level(self) -> int:
+        return self.numbers[-1]
+
+    @property
+    def span(self) -> str:
+        """The allowed levels as messages write them: ``"1..9"``."""
+        return f"{self.min_level}..{self.max_level}"
+
+    @property
+    def count_text(self) -> str:
+        """How many levels, in words for a sentence: ``"nine"``."""
+        n = len(self.levels)
+        return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+
+    # ----------------------------------------------------------------- grid
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the grid: (effects, base paths)."""
+        return len(self.effects), len(self.base_paths)
+
+    @cached_property
+    def in_grid_order(self) -> tuple[Level, ...]:
+        """The levels row by row, left to right (a gallery's order)."""
+        return tuple(sorted(self.levels, key=lambda lv: (lv.row, lv.column)))
+
+    def column_label(self, base_path: str) -> str:
+        return self.base_path_labels.get(base_path, base_path)
+
+    @property
+    def column_labels(self) -> tuple[str, ...]:
+        return tuple(self.column_label(b) for b in self.base_paths)
+
+    @property
+    def row_labels(self) -> tuple[str, ...]:
+        return self.effects
+
+    def column(self, base_path: str) -> tuple[Level, ...]:
+        """The levels of one base path, top row first (most generative first)."""
+        return tuple(sorted((lv for lv in self.levels if lv.base_path == base_path), key=lambda lv: lv.row))
+
+    # ----------------------------------------------------------------- levels
+    @property
+    def baseline(self) -> Level:
+        return self.get(self.baseline_level)
+
+    @cached_property
+    def generative_scales(self) -> tuple[float, ...]:
+        """The LoRA scales above 0 that the levels use, strongest first."""
+        return tuple(sorted({lv.lora_scale for lv in self.levels if lv.generative}, reverse=True))
+
+    def get(self, level: int) -> Level:
+        """The level numbered ``level``; raises ValueError naming the allowed range."""
+        if isinstance(level, bool) or not isinstance(level, int) or not self.min_level <= level <= self.max_level:
+            raise ValueError(f"level must be an integer in {self.span}, got {level!r}")
+        return self.levels[level - 1]
+
+    def level_for(self, base_path: str, lora_scale: float) -> Level:
+        """The level with this base path and LoRA scale; ValueError when the table has none."""
+        for lv in self.levels:
+            if lv.base_path == base_path and lv.lora_scale == lora_scale:
+                return lv
+        raise ValueError(f"no level has base path {base_path!r} and LoRA scale {lora_scale:g}")
+
+    def non_generative_twin(self, level: int) -> Level:
+        """The level with the same base path and the generative effect off."""
+        lv = self.get(level)
+        # the baseline's row has LoRA 0 (one scale per effect) and fills every column
+        return next(x for x in self.column(lv.base_path) if not x.generative)
 
 
-def non_generative_twin(level: int) -> Level:
-    """The level with the same base path and the generative effect off (7, 8 or 9)."""
-    lv = get_level(level)
-    return next(x for x in LEVELS if x.base_path == lv.base_path and not x.generative)
+TABLE = LevelTable(
+    levels=(
+        Level(1, "upscale_4", "strong", 1.0, row=0, column=0),
+        Level(2, "bicubic", "strong", 1.0, row=0, column=1),
+        Level(3, "bicubic_clean", "strong", 1.0, row=0, column=2),
+        Level(4, "upscale_4", "medium", 0.5, row=1, column=0),
+        Level(5, "bicubic", "medium", 0.5, row=1, column=1),
+        Level(6, "bicubic_clean", "medium", 0.5, row=1, column=2),
+        Level(7, "upscale_4", "off", 0.0, row=2, column=0),
+        Level(8, "bicubic", "off", 0.0, row=2, column=1),
+        Level(9, "bicubic_clean", "off", 0.0, row=2, column=2),
+    ),
+    base_paths=("upscale_4", "bicubic", "bicubic_clean"),
+    effects=("strong", "medium", "off"),
+    base_path_labels={"upscale_4": "Real-ESRGAN x4", "bicubic": "bicubic", "bicubic_clean": "bicubic + cleanup"},
+    baseline_level=8,  # bicubic, no diffusion: what every level is scored against
+    default_strength=5,
+)
+
+# The default table's parts under their old names (many call sites; a consumer that must follow
+# an injected table reads it from the engine or the result instead).
+LEVELS: tuple[Level, ...] = TABLE.levels
+LEVEL_NUMBERS: tuple[int, ...] = TABLE.numbers
+MIN_LEVEL, MAX_LEVEL = TABLE.min_level, TABLE.max_level
+BASELINE_LEVEL = TABLE.baseline_level
+DEFAULT_STRENGTH = TABLE.default_strength
+BASE_PATHS: tuple[str, ...] = TABLE.base_paths
+EFFECTS: tuple[str, ...] = TABLE.effects
+BASE_PATH_LABELS: Mapping[str, str] = TABLE.base_path_labels
+get_level = TABLE.get
+level_for = TABLE.level_for
+non_generative_twin = TABLE.non_generative_twin
 
 
 # --------------------------------------------------------------------------- models
@@ -244,6 +395,12 @@ class DiffusionSettings:
         if self.tile_overlap % 8 or not 0 <= self.tile_overlap < self.tile_size:
             raise ValueError(f"tile_overlap must be a multiple of 8 in [0, tile_size), got {self.tile_overlap}")
 
+    @property
+    def run_steps(self) -> int:
+        """The scheduler steps an img2img pass runs: the last ``int(steps × denoise_strength)``
+        of ``steps``, at least one (diffusers' ``get_timesteps``)."""
+        return max(1, min(int(self.steps * self.denoise_strength), self.steps))
+
 
 DIFFUSION_SETTINGS: dict[float, DiffusionSettings] = {
     1.0: DiffusionSettings(
@@ -266,19 +423,37 @@ DIFFUSION_SETTINGS: dict[float, DiffusionSettings] = {
     ),
 }
 
-DIFFUSION_REASONS: dict[str, str] = {
-    "denoise_strength": "0.45 / 0.30: enough noise to invent texture at 'strong', little enough "
-    "at 'medium' that structure and identity survive (Clarity-style upscalers use 0.3-0.5).",
-    "steps": "20 scheduler steps, of which only strength×steps run (9 and 6): DDIM converges "
-    "for img2img refinement in that many; more steps cost time without visible gain.",
-    "guidance_scale": "6 / 5: classifier-free guidance high enough for the prompt to steer "
-    "texture, lower than text-to-image's 7.5 because the image already fixes the content.",
-    "controlnet_scale": "0.8 / 1.0: the tile ControlNet pins the output to the base image; "
-    "loosened slightly at 'strong' so the LoRA can add detail.",
-    "tile_size": "512 px: SD 1.5's native resolution; tiles of other sizes degrade its output.",
-    "tile_overlap": "128 px, blended with a cosine window: wide enough that tile borders "
-    "never show (MultiDiffusion-style averaging of noise predictions).",
-}
+
+def diffusion_reasons(settings: Mapping[float, DiffusionSettings], table: LevelTable = TABLE) -> dict[str, str]:
+    """Why each field of ``settings`` has its values: the prose around the numbers, the
+    numbers from ``settings`` (strongest LoRA scale first) and the effect names from ``table``."""
+    ordered = [settings[s] for s in sorted(settings, reverse=True)]
+    effect = {lv.lora_scale: lv.effect for lv in table.levels}
+    strong, gentle = (effect.get(s.lora_scale, f"LoRA {s.lora_scale:g}") for s in (ordered[0], ordered[-1]))
+
+    def each(fmt: str, name: str) -> str:
+        return " / ".join(format(getattr(s, name), fmt) for s in ordered)
+
+    def one(name: str) -> str:  # the value when every scale shares it
+        return " / ".join(dict.fromkeys(str(getattr(s, name)) for s in ordered))
+
+    return {
+        "denoise_strength": f"{each('.2f', 'denoise_strength')}: enough noise to invent texture at '{strong}', "
+        f"little enough at '{gentle}' that structure and identity survive (Clarity-style upscalers use 0.3-0.5).",
+        "steps": f"{one('steps')} scheduler steps, of which only strength×steps run "
+        f"({' and '.join(str(s.run_steps) for s in ordered)}): DDIM converges for img2img refinement in that "
+        "many; more steps cost time without visible gain.",
+        "guidance_scale": f"{each('g', 'guidance_scale')}: classifier-free guidance high enough for the prompt "
+        "to steer texture, lower than text-to-image's 7.5 because the image already fixes the content.",
+        "controlnet_scale": f"{each('.1f', 'controlnet_scale')}: the tile ControlNet pins the output to the base "
+        f"image; loosened slightly at '{strong}' so the LoRA can add detail.",
+        "tile_size": f"{one('tile_size')} px: SD 1.5's native resolution; tiles of other sizes degrade its output.",
+        "tile_overlap": f"{one('tile_overlap')} px, blended with a cosine window: wide enough that tile borders "
+        "never show (MultiDiffusion-style averaging of noise predictions).",
+    }
+
+
+DIFFUSION_REASONS: dict[str, str] = diffusion_reasons(DIFFUSION_SETTINGS)
 
 for _scale, _s in DIFFUSION_SETTINGS.items():
     if _scale != _s.lora_scale:

@@ -426,7 +426,7 @@ def test_time_estimate_follows_what_each_stage_sees(tiny_models, monkeypatch):
     """The ×4 network and the cleanup cost per *input* megapixel, the rest per output megapixel;
     costs are kept per settings (a benchmark with other settings does not overwrite them)."""
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
-    costs = {"x4_per_input_mp": 10.0, "cleanup_per_input_mp": 3.0, "finish_per_mp_level": 1.0}
+    costs = {"x4_per_input_mp": 10.0, "base_bicubic_clean_per_input_mp": 3.0, "finish_per_mp_level": 1.0}
     monkeypatch.setattr(engine, "costs", lambda: costs)
     x4 = UpscaleRequest(width=256, levels=(7,))
     finish = 1.0 * 256 * 256 / 1e6

@@ -320,7 +320,7 @@ def test_plots_against_level_are_padded():
         )
         for n in (7, 8, 9)
     ]
-    for ax in scores_figure(SimpleNamespace(levels=levels)).axes:
+    for ax in scores_figure(SimpleNamespace(levels=levels, table=presets.TABLE)).axes:
         assert ax.get_xlim() == pytest.approx(wanted)
 
 

@@ -33,11 +33,64 @@ def test_get_level_rejects(bad):
         presets.get_level(bad)
 
 
-def test_level_validation_on_construction():
-    with pytest.raises(ValueError, match="LoRA scale"):
-        presets.Level(level=1, base_path="bicubic", effect="strong", lora_scale=0.5)
-    with pytest.raises(ValueError, match="base_path"):
-        presets.Level(level=1, base_path="nearest", effect="strong", lora_scale=1.0)  # type: ignore[arg-type]
+def table_with(**changes):
+    """The default table's parts with ``changes`` (levels given as (n, base, effect, scale, row, column))."""
+    levels = changes.pop("levels", None)
+    parts = {
+        "levels": presets.TABLE.levels
+        if levels is None
+        else tuple(presets.Level(n, b, e, s, row=r, column=c) for n, b, e, s, r, c in levels),
+        "base_paths": presets.TABLE.base_paths,
+        "effects": presets.TABLE.effects,
+        "baseline_level": presets.TABLE.baseline_level,
+        "default_strength": presets.TABLE.default_strength,
+        "base_path_labels": presets.TABLE.base_path_labels,
+    }
+    return presets.LevelTable(**{**parts, **changes})
+
+
+def rows(*edits):
+    """The design table as (n, base, effect, scale, row, column), with ``edits`` {index: row} applied."""
+    out = [(n, b, e, s, (n - 1) // 3, (n - 1) % 3) for n, b, e, s in DESIGN_TABLE]
+    for index, row in edits:
+        out[index] = row
+    return out
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"levels": rows((1, (2, "bicubic", "strong", 0.5, 0, 1)))}, "effect 'strong' means LoRA scale 1.0"),
+        ({"levels": rows((1, (2, "nearest", "strong", 1.0, 0, 1)))}, "base_path must be one of"),
+        ({"levels": rows((1, (2, "bicubic", "strong", 1.0, 1, 1)))}, "is row 0, column 1; got row 1"),
+        ({"levels": rows((8, (10, "bicubic_clean", "off", 0.0, 2, 2)))}, "numbers must be 1..9"),
+        ({"levels": rows()[:8]}, "grid needs 9 levels"),
+        ({"baseline_level": 7}, "baseline level must be plain bicubic"),
+        ({"baseline_level": 5}, "baseline level must be plain bicubic"),
+        ({"default_strength": 10}, "default_strength must be a level of the table"),
+        ({"base_path_labels": {"nearest": "nearest"}}, "base paths the table lacks"),
+        ({"effects": ("strong", "strong", "off")}, "effects must name each one once"),
+    ],
+)
+def test_table_validation_on_construction(changes, message):
+    with pytest.raises(ValueError, match=message):
+        table_with(**changes)
+    with pytest.raises(ValueError, match="lora_scale must be in"):
+        presets.Level(1, "bicubic", "strong", 1.5, row=0, column=0)
+
+
+def test_the_table_derives_what_consumers_need():
+    t = presets.TABLE
+    assert (t.numbers, t.min_level, t.max_level, t.span, t.shape) == (tuple(range(1, 10)), 1, 9, "1..9", (3, 3))
+    assert t.count_text == "nine" and t.generative_scales == (1.0, 0.5)
+    assert t.column_labels == ("Real-ESRGAN x4", "bicubic", "bicubic + cleanup") and t.row_labels == t.effects
+    assert [lv.level for lv in t.column("bicubic")] == [2, 5, 8] and t.baseline.level == 8
+    assert t.level_for("bicubic_clean", 0.5).level == 6
+    with pytest.raises(ValueError, match="no level has base path 'nearest'"):
+        t.level_for("nearest", 0.5)
+    assert t.get(1).recipe == "Real-ESRGAN x4 · strong (LoRA 1)"
+    assert (presets.LEVELS, presets.BASELINE_LEVEL, presets.DEFAULT_STRENGTH) == (t.levels, 8, 5)
+    assert presets.number_ranges([7, 8, 9]) == "7–9" and presets.number_ranges([1, 2, 5], dash="-") == "1, 2, 5"
 
 
 def test_models_registry():
@@ -51,6 +104,18 @@ def test_diffusion_settings_cover_generative_scales_with_reasons():
     assert set(presets.DIFFUSION_SETTINGS) == {1.0, 0.5}
     for field in ("denoise_strength", "steps", "guidance_scale", "controlnet_scale", "tile_size", "tile_overlap"):
         assert presets.DIFFUSION_REASONS[field]
+    reasons = presets.DIFFUSION_REASONS  # the numbers in the prose are the settings' own
+    assert reasons["denoise_strength"].startswith("0.45 / 0.30: ") and "at 'strong'" in reasons["denoise_strength"]
+    assert reasons["steps"].startswith("20 scheduler steps") and "(9 and 6)" in reasons["steps"]
+    assert reasons["guidance_scale"].startswith("6 / 5: ") and reasons["controlnet_scale"].startswith("0.8 / 1.0: ")
+    assert reasons["tile_size"].startswith("512 px") and reasons["tile_overlap"].startswith("128 px")
+    changed = {
+        s: presets.DiffusionSettings(**{**vars(v), "steps": 30, "guidance_scale": v.guidance_scale + 1})
+        for s, v in presets.DIFFUSION_SETTINGS.items()
+    }
+    other = presets.diffusion_reasons(changed)
+    assert other["steps"].startswith("30 scheduler steps") and "(13 and 9)" in other["steps"]
+    assert other["guidance_scale"].startswith("7 / 6: ")
     with pytest.raises(ValueError, match="tile_size"):
         presets.DiffusionSettings(
             lora_scale=1.0,

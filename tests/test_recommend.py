@@ -40,8 +40,8 @@ def test_tie_at_equal_lora_scale_goes_to_higher_level_number():
 
 def test_lora_scale_decides_before_level_number():
     # a table of its own where the numbers run against the LoRA scale: 3 is off, 9 is strong
-    gentle = presets.Level(level=3, base_path="bicubic", effect="off", lora_scale=0.0)
-    strong = presets.Level(level=9, base_path="bicubic", effect="strong", lora_scale=1.0)
+    gentle = presets.Level(3, "bicubic", "off", 0.0, row=0, column=0)
+    strong = presets.Level(9, "bicubic", "strong", 1.0, row=2, column=2)
     rows = [(strong, {"lr_consistency": 40.0, "niqe": 4.20}), (gentle, {"lr_consistency": 40.0, "niqe": 4.26})]
     assert recommend(rows).level == 3
 
@@ -116,10 +116,10 @@ def test_empty_input():
 def test_other_keys_and_a_four_level_table():
     # a table of its own: one strong, one medium, two off levels, scored against a ground truth
     own = [
-        presets.Level(level=2, base_path="bicubic", effect="strong", lora_scale=1.0),
-        presets.Level(level=5, base_path="bicubic", effect="medium", lora_scale=0.5),
-        presets.Level(level=6, base_path="bicubic_clean", effect="medium", lora_scale=0.5),
-        presets.Level(level=8, base_path="bicubic", effect="off", lora_scale=0.0),
+        presets.Level(2, "bicubic", "strong", 1.0, row=0, column=0),
+        presets.Level(5, "bicubic", "medium", 0.5, row=1, column=0),
+        presets.Level(6, "bicubic_clean", "medium", 0.5, row=1, column=1),
+        presets.Level(8, "bicubic", "off", 0.0, row=2, column=0),
     ]
     psnr_gt = {2: 24.0, 5: 26.5, 6: 26.0, 8: 27.0}
     niqe = {2: 3.1, 5: 3.9, 6: 3.95, 8: 6.0}
