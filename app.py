@@ -907,44 +907,14 @@ def add_rest(api: FastAPI) -> None:
 
     @api.post("/api/v1/upscale")
     async def rest_upscale(http: Request):
-        key = os.environ.get(API_KEY_ENV)
-        if key:
-            given = (
-                http.headers.get("x-api-key") or http.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            )
-            if not secrets.compare_digest(given, key):
-                return _error(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+        refused = _check_key(http)
+        if refused is not None:
+            return refused
         try:
-            raw = await read_body(http, presets.MAX_REQUEST_BODY_BYTES)
-        except BodyTooLarge as exc:
-            return _error(413, str(exc))
-        try:
-            data = json.loads(raw or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"malformed JSON: {exc}")
-        except ValueError as exc:  # e.g. an integer of thousands of digits
-            return _error(400, f"malformed JSON: {exc}")
-        except RecursionError:
-            return _error(400, "malformed JSON: nested too deeply")
-        if not isinstance(data, dict):
-            return _error(400, "the body must be a JSON object")
-        b64 = data.pop("image_base64", None)
-        try:
-            if b64 is not None and data.get("url") is not None:
-                raise RequestError("url", "give either 'url' or 'image_base64', not both")
-            req = parse_request(data, table=served_table())  # levels: the engine's, before any image
-            if b64 is not None:
-                try:
-                    blob = base64.b64decode(b64, validate=True)
-                except (binascii.Error, ValueError, TypeError) as exc:
-                    raise RequestError("image_base64", "is not valid base64") from exc
-                loaded = await asyncio.to_thread(load_image, blob)  # decoding: off the event loop
-            elif req.url:
-                loaded = await asyncio.to_thread(get_engine().load, req.url, policy=fetch_policy())
-            else:
-                raise RequestError("url", "give 'url' (or the lab extra 'image_base64')")
-        except LabError as exc:
-            return _error(422, str(exc), getattr(exc, "field", None))
+            data = await _read_json(http)
+            req, loaded = await _request_and_image(data)
+        except _Refused as exc:
+            return exc.response
         if not _REST_SLOTS.acquire(blocking=False):
             return _error(503, "queue full: try again shortly")
         try:
@@ -956,41 +926,105 @@ def add_rest(api: FastAPI) -> None:
             return _error(422, str(exc))
         finally:
             _REST_SLOTS.release()
-        advice = result.recommendation
-        lv = result.levels[0]
-        if len(result.levels) > 1:  # several levels asked for: the answer is the recommended one
-            if advice is None or advice.level is None:
-                return _error(422, advice.reason if advice else "no recommendation", "fidelity_floor")
-            lv = result.level(advice.level)
-        if lv.image is None:
-            return _error(503, f"level {lv.level} did not run: {lv.message}")
-        headers = {
-            "X-Seed": str(result.seed),
-            "X-Level": str(lv.level),
-            "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}",
-        }
-        if advice is not None and advice.level is not None:
-            headers["X-Recommended-Level"] = str(advice.level)
-        if http.query_params.get("format") == "json":
-            return JSONResponse(
-                {
-                    "level": lv.level,
-                    "seed": result.seed,
-                    "width": lv.image.size[0],
-                    "height": lv.image.size[1],
-                    "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
-                    "recommended_level": advice.level if advice else None,
-                    "recommendation": advice.to_json() if advice else None,
-                    "levels": {
-                        str(x.level): {"status": x.status, "metrics": {k: json_number(v) for k, v in x.metrics.items()}}
-                        for x in result.levels
-                    },
-                    "image_base64": base64.b64encode(png_bytes(lv.image)).decode(),
-                    "manifest": result.manifest,
-                },
-                headers=headers,
-            )
+        return _answer(result, as_json=http.query_params.get("format") == "json")
+
+
+class _Refused(Exception):
+    """A REST request refused before any work: carries the error response."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+def _check_key(http: Request) -> JSONResponse | None:
+    """401 unless the request carries the API key (when one is set)."""
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
+        return None
+    given = http.headers.get("x-api-key") or http.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if secrets.compare_digest(given, key):
+        return None
+    return _error(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+
+
+async def _read_json(http: Request) -> dict[str, Any]:
+    """The body as a JSON object, read within the limit: 413 over it, 400 if not JSON."""
+    try:
+        raw = await read_body(http, presets.MAX_REQUEST_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise _Refused(_error(413, str(exc))) from None
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Refused(_error(400, f"malformed JSON: {exc}")) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise _Refused(_error(400, f"malformed JSON: {exc}")) from None
+    except RecursionError:
+        raise _Refused(_error(400, "malformed JSON: nested too deeply")) from None
+    if not isinstance(data, dict):
+        raise _Refused(_error(400, "the body must be a JSON object"))
+    return data
+
+
+async def _request_and_image(data: dict[str, Any]) -> tuple[UpscaleRequest, LoadedImage]:
+    """The validated request (levels checked against the served engine's table) and its image,
+    from ``url`` or the lab extra ``image_base64``, decoded off the event loop; 422 otherwise."""
+    b64 = data.pop("image_base64", None)
+    try:
+        if b64 is not None and data.get("url") is not None:
+            raise RequestError("url", "give either 'url' or 'image_base64', not both")
+        req = parse_request(data, table=served_table())  # levels: the engine's, before any image
+        if b64 is not None:
+            try:
+                blob = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError, TypeError) as exc:
+                raise RequestError("image_base64", "is not valid base64") from exc
+            return req, await asyncio.to_thread(load_image, blob)
+        if req.url:
+            return req, await asyncio.to_thread(get_engine().load, req.url, policy=fetch_policy())
+        raise RequestError("url", "give 'url' (or the lab extra 'image_base64')")
+    except LabError as exc:
+        raise _Refused(_error(422, str(exc), getattr(exc, "field", None))) from None
+
+
+def _answer(result: RunResult, *, as_json: bool) -> Response:
+    """The PNG of the level asked for (of several: the recommended one) with its headers, or
+    with ``as_json`` the JSON answer (scores of every level, the recommendation, the manifest)."""
+    advice = result.recommendation
+    lv = result.levels[0]
+    if len(result.levels) > 1:  # several levels asked for: the answer is the recommended one
+        if advice is None or advice.level is None:
+            return _error(422, advice.reason if advice else "no recommendation", "fidelity_floor")
+        lv = result.level(advice.level)
+    if lv.image is None:
+        return _error(503, f"level {lv.level} did not run: {lv.message}")
+    headers = {
+        "X-Seed": str(result.seed),
+        "X-Level": str(lv.level),
+        "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}",
+    }
+    if advice is not None and advice.level is not None:
+        headers["X-Recommended-Level"] = str(advice.level)
+    if not as_json:
         return Response(png_bytes(lv.image), media_type="image/png", headers=headers)
+    return JSONResponse(
+        {
+            "level": lv.level,
+            "seed": result.seed,
+            "width": lv.image.size[0],
+            "height": lv.image.size[1],
+            "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
+            "recommended_level": advice.level if advice else None,
+            "recommendation": advice.to_json() if advice else None,
+            "levels": {
+                str(x.level): {"status": x.status, "metrics": {k: json_number(v) for k, v in x.metrics.items()}}
+                for x in result.levels
+            },
+            "image_base64": base64.b64encode(png_bytes(lv.image)).decode(),
+            "manifest": result.manifest,
+        },
+        headers=headers,
+    )
 
 
 def create_app(engine: Engine | None = None, *, queue_max: int | None = None) -> FastAPI:

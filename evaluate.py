@@ -941,77 +941,82 @@ def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
     }
 
 
+def distributed() -> Any:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1): accelerate's PartialState (gloo on
+    CPU, the cores split between processes); else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return PartialState(backend="gloo", cpu=True)
+
+
+def check_config(out: Path, config: dict[str, Any], fresh: bool) -> None:
+    """Record the run's configuration; refuse to mix results of another one in ``out``."""
+    path = out / "config.json"
+    if path.exists() and not fresh and json.loads(path.read_text()) != config:
+        raise SystemExit(f"error: {out} holds results of a different configuration; use --fresh or another -o")
+    atomic_write(path, json.dumps(config, indent=2).encode())
+
+
+def paper_check(records: list[dict[str, Any]], args: argparse.Namespace, deg: Degradation, table: Any) -> str | None:
+    """The bicubic baseline against the published ×4 figures, when the run is that setting."""
+    names = {Path(f).name for f in args.folders}
+    name = next(iter(names)) if len(names) == 1 else None
+    if table.baseline_level not in args.levels or name not in PAPER or deg.label() != "none" or args.scale != 4:
+        return None
+    s = aggregate(records, [table.baseline_level], table=table)[str(table.baseline_level)]
+    ref = PAPER[name]
+    return (
+        f"paper check ({name} ×4 bicubic, Y): {s['psnr_y']['mean']:.2f} dB / {s['ssim_y']['mean']:.4f} "
+        f"vs published {ref[0]:.2f} / {ref[1]:.4f} (Δ {s['psnr_y']['mean'] - ref[0]:+.2f} dB, "
+        f"{s['ssim_y']['mean'] - ref[1]:+.4f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Score every image not scored yet (this process's share), then, on the main process,
+    merge the per-image results into the summary, plots and report."""
+    from tqdm import tqdm
+
     args = parse_args(argv)
     deg = Degradation(blur=args.blur, noise=args.noise, jpeg=args.jpeg)
     out = Path(args.output)
     per_image = out / "per_image"
     images = list_images(args.folders)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    state = None
-    if world > 1:  # torchrun / accelerate launch: split images between processes
-        from accelerate import PartialState
-
-        state = PartialState(backend="gloo", cpu=True)
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    state = distributed()
     is_main = state is None or state.is_main_process
     engine = build_engine(args)
     table = engine.config.table
     args.levels = chosen_levels(args.levels, table)
-    config = run_config(args, deg)
-    config_path = out / "config.json"
     if is_main:
-        if config_path.exists() and not args.fresh and json.loads(config_path.read_text()) != config:
-            raise SystemExit(f"error: {out} holds results of a different configuration; use --fresh or another -o")
-        atomic_write(config_path, json.dumps(config, indent=2).encode())
+        check_config(out, run_config(args, deg), args.fresh)
     if state is not None:
         state.wait_for_everyone()
-
     mine = images
     if state is not None:
         with state.split_between_processes(images) as part:
             mine = list(part)
+        print(f"rank {state.process_index}/{state.num_processes}: {len(mine)} images", file=sys.stderr)
     todo = [p for p in mine if args.fresh or not (per_image / f"{key_of(p)}.json").exists()]
-    if state is not None:
-        print(f"rank {state.process_index}/{world}: {len(mine)} images", file=sys.stderr)
-    skipped = len(mine) - len(todo)
-    if skipped:
-        print(f"resuming: {skipped} of {len(mine)} images already scored", file=sys.stderr)
-    from tqdm import tqdm
-
+    if len(mine) > len(todo):
+        print(f"resuming: {len(mine) - len(todo)} of {len(mine)} images already scored", file=sys.stderr)
     t0 = time.perf_counter()
-    rank = state.process_index if state is not None else 0
-    for path in tqdm(
-        todo,
-        desc=f"evaluating (rank {rank})" if state else "evaluating",
-        unit="image",
-        disable=args.no_progress,
-        file=sys.stderr,
-    ):
+    desc = f"evaluating (rank {state.process_index})" if state else "evaluating"
+    for path in tqdm(todo, desc=desc, unit="image", disable=args.no_progress, file=sys.stderr):
         record = evaluate_image(engine, path, args, deg)
         atomic_write(per_image / f"{key_of(path)}.json", json.dumps(jsonable(record)).encode())
     if state is not None:
         state.wait_for_everyone()
     if is_main:
         records = [json.loads((per_image / f"{key_of(p)}.json").read_text()) for p in images]
-        md = write_outputs(out, records, args, deg, table=table)
-        print(md)
-        names = {Path(f).name for f in args.folders}
-        if (
-            table.baseline_level in args.levels
-            and len(names) == 1
-            and (name := names.pop()) in PAPER
-            and deg.label() == "none"
-            and args.scale == 4
-        ):
-            s = aggregate(records, [table.baseline_level], table=table)[str(table.baseline_level)]
-            ref = PAPER[name]
-            print(
-                f"paper check ({name} ×4 bicubic, Y): {s['psnr_y']['mean']:.2f} dB / {s['ssim_y']['mean']:.4f} "
-                f"vs published {ref[0]:.2f} / {ref[1]:.4f} (Δ {s['psnr_y']['mean'] - ref[0]:+.2f} dB, {s['ssim_y']['mean'] - ref[1]:+.4f})"
-            )
+        print(write_outputs(out, records, args, deg, table=table))
+        check = paper_check(records, args, deg, table)
+        if check:
+            print(check)
         print(f"wrote {out}/report.html, summary.md/.csv/.json, per_image.csv ({time.perf_counter() - t0:.1f} s)")
     return 0
 
