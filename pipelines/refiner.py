@@ -368,7 +368,8 @@ def refine(
         t2 = time.perf_counter()
         x0 = torch.cat([latents[b] for b in bases])
         controls = [(b, padded[b]) for b in bases]
-        x = _denoise_within_memory(refiner, x0, controls, cond_cache, noise, emb, plan, progress, cancel)
+        inputs = DenoisePass(refiner, x0, controls, cond_cache, noise, emb, progress, cancel)
+        x = _denoise_within_memory(inputs, plan)
         timings[f"diffusion_{scale:g}"] = time.perf_counter() - t2
         # 5. decode one base at a time, fix its colour, hand it on
         _decode_scale(refiner, job, scale, x, result, progress, cancel, timings, on_image)
@@ -426,22 +427,29 @@ def _decode_scale(
     timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t3
 
 
-def _denoise_within_memory(
-    refiner: Refiner,
-    x0: torch.Tensor,
-    controls: list[tuple[str, torch.Tensor]],
-    cond_cache: CondCache,
-    noise: torch.Tensor,
-    emb: torch.Tensor,
-    plan: DenoisePlan,
-    progress: Progress | None,
-    cancel: threading.Event | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class DenoisePass:
+    """What one scale's denoising works on (the plan says how): the fp32 latents ``x0`` of
+    each base ``(B, 4, h, w)``, each base's control pixels, the conditioning cache, the run's
+    noise field, the prompt embeddings ``[negative, positive]``, progress and cancel."""
+
+    refiner: Refiner
+    x0: torch.Tensor
+    controls: list[tuple[str, torch.Tensor]]
+    cond_cache: CondCache
+    noise: torch.Tensor
+    emb: torch.Tensor
+    progress: Progress | None
+    cancel: threading.Event | None
+
+
+def _denoise_within_memory(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
     """:func:`_denoise`, halving the latent tile on out-of-memory (down to 32 latent px)."""
+    refiner, cond_cache = p.refiner, p.cond_cache
     while True:
         try:
-            with cancellable(cancel, refiner.unet, refiner.controlnet):
-                return _denoise(refiner, x0, controls, cond_cache, noise, emb, plan, progress, cancel)
+            with cancellable(p.cancel, refiner.unet, refiner.controlnet):
+                return _denoise(p, plan)
         except torch.OutOfMemoryError as exc:
             cond_cache.clear()
             if refiner.device.type == "cuda":
@@ -455,22 +463,14 @@ def _denoise_within_memory(
             log.warning("out of memory: retrying %s with %d px tiles", plan.stage, tile * refiner.vae_scale)
 
 
-def _denoise(
-    refiner: Refiner,
-    x0: torch.Tensor,
-    controls: list[tuple[str, torch.Tensor]],
-    cond_cache: CondCache,
-    noise: torch.Tensor,
-    emb: torch.Tensor,
-    plan: DenoisePlan,
-    progress: Progress | None,
-    cancel: threading.Event | None,
-) -> torch.Tensor:
+def _denoise(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
     """Img2img from the fp32 latents ``x0`` (B, 4, h, w) with the shared ``noise``; each step
     predicts noise per tile (ControlNet + UNet in the model dtype, classifier-free guidance
     with ``emb`` = [negative, positive]), blends the tiles' predictions and steps in fp32."""
     from diffusers import DDIMScheduler
 
+    refiner, x0, controls, cond_cache, noise, emb = p.refiner, p.x0, p.controls, p.cond_cache, p.noise, p.emb
+    progress, cancel = p.progress, p.cancel
     settings = plan.settings
     sched = DDIMScheduler.from_config(refiner.scheduler_config)
     timesteps = img2img_timesteps(sched, settings).to(refiner.device)
