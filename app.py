@@ -46,17 +46,14 @@ from pipelines.metrics import LEVEL_METRICS, caption_scores, json_number
 from pipelines.models import download_models, hub_offline
 from pipelines.recommend import Recommendation
 from pipelines.report import (
-    HEATMAP_FULL_SCALE,
     TABLE_COLUMNS,
-    change_heatmap,
     metrics_rows,
     placeholder,
     png_bytes,
-    scores_figure,
     zip_run,
 )
 from pipelines.request import FITS, RequestFields, UpscaleRequest, draw_seed, parse_request
-from views import run_quality_figure
+from views import HEATMAP_FULL_SCALE, change_heatmap, run_quality_figure, scores_figure
 
 log = logging.getLogger("upscale-lab.app")
 

@@ -36,7 +36,8 @@ from PIL import Image, ImageFilter
 import presets
 from pipelines.engine_args import add_engine_args, engine_config
 from pipelines.metrics import LEVEL_METRICS, SR_METRICS, Metric, get_metric
-from pipelines.report import atomic_write, level_axis, png_bytes
+from pipelines.report import atomic_write, png_bytes
+from views import level_axis
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif"}
 SECONDS = Metric(key="seconds", name="Time", unit="s / image", direction="lower", description="wall time of the level")
@@ -875,7 +876,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blur", type=float, help="Gaussian-blur the LR input with this sigma (px)")
     p.add_argument("--seed", type=int, default=0, help="seed for degradations and diffusion (default %(default)s)")
     p.add_argument("--fresh", action="store_true", help="ignore per-image results already in the output folder")
-    p.add_argument("--tiny-models", metavar="DIR", help=argparse.SUPPRESS)  # tests: tiny random diffusion parts
     p.add_argument(
         "--fidelity-floor",
         type=float,
@@ -910,24 +910,10 @@ def chosen_levels(levels: list[int] | str, table: presets.LevelTable) -> list[in
 
 
 def build_engine(args: argparse.Namespace) -> Any:  # pipelines.engine.Engine
-    """The engine the flags ask for; ``--tiny-models DIR``: the tiny test parts built there."""
+    """The engine the flags ask for (models, device, dtype, batch)."""
     from pipelines.engine import Engine
 
-    if not args.tiny_models:
-        return Engine(engine_config(args))
-    from testing.tiny import tiny_settings  # folders written by testing.tiny.build_tiny_models
-
-    d = Path(args.tiny_models)
-    tiny = argparse.Namespace(
-        **{
-            **vars(args),
-            "sd15": str(d / "sd15"),
-            "controlnet": str(d / "controlnet"),
-            "lora": str(d / "lora"),
-            "lora_file": presets.MODELS["detail_lora"].file,
-        }
-    )
-    return Engine(engine_config(tiny, settings=tiny_settings()))
+    return Engine(engine_config(args))
 
 
 def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
@@ -937,7 +923,7 @@ def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
         "seed": args.seed,
         "degradation": asdict(deg),
         "upscaler": args.upscaler,
-        "models": [args.sd15, args.controlnet, args.lora, args.lora_file, args.tiny_models],
+        "models": [args.sd15, args.controlnet, args.lora, args.lora_file],
     }
 
 

@@ -1,7 +1,9 @@
 """Plot views for the UI and reports, built from plain numbers (no engine, no gradio).
 
 matplotlib is imported inside each function, with the non-interactive Agg backend, as
-``pipelines.report.scores_figure`` does: importing this module draws nothing and opens no window.
+importing this module draws nothing and opens no window. Here: the scores against level, the
+change heatmaps and the perception–distortion view (the lab's Scores and Compare tabs, the
+evaluation's plots); file outputs (the captioned grid PNG, tables) are in ``pipelines/report.py``.
 """
 
 from __future__ import annotations
@@ -178,3 +180,64 @@ def run_quality_figure(result: Any, advice: Any = None) -> Figure:
         title="Fidelity against naturalness, per level",
         floor=advice.floor if advice is not None else None,
     )
+
+
+# --- the lab's other views ------------------------------------------------------------
+
+HEATMAP_FULL_SCALE = 64  # 8-bit difference shown at full brightness: comparable across levels
+
+
+def change_heatmap(image: Any, baseline: Any) -> Any:  # PIL images in, a PIL image out
+    """Where ``image`` departs from ``baseline``: mean absolute difference over channels,
+    0 → black, ``HEATMAP_FULL_SCALE`` (of 255) or more → white-hot, 'inferno' colour map."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    a = np.asarray(image.convert("RGB"), dtype=np.float32)
+    b = np.asarray(baseline.convert("RGB").resize(image.size), dtype=np.float32)
+    diff = np.abs(a - b).mean(axis=2) / HEATMAP_FULL_SCALE
+    rgba = colormaps["inferno"](np.clip(diff, 0, 1))
+    return Image.fromarray((rgba[..., :3] * 255).astype("uint8"), "RGB")
+
+
+LEVEL_AXIS_PAD = 0.5  # half a level beyond the first and last: their markers and error bars stay whole
+
+
+def level_axis(ax: Any, table: Any) -> None:  # table: presets.LevelTable
+    """Label a matplotlib axis ``ax`` as the level axis of ``table``: a tick per level, and the
+    range padded by ``LEVEL_AXIS_PAD`` either side, whichever levels ran (ticks alone would end
+    the axis exactly on the last level, cutting its marker and error bar in half)."""
+    ax.set_xticks(list(table.numbers))
+    ax.set_xlim(table.min_level - LEVEL_AXIS_PAD, table.max_level + LEVEL_AXIS_PAD)
+    ax.set_xlabel("level")
+
+
+def scores_figure(result: Any) -> Figure:  # result: pipelines.engine.RunResult
+    """PSNR and SSIM against the bicubic baseline, and LR-consistency, plotted against level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ok = [lv for lv in result.levels if lv.status == "ok"]
+    levels = [lv.level for lv in ok]
+
+    def finite(v: float) -> float:
+        return 60.0 if math.isinf(v) else v
+
+    ax1.plot(
+        levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
+    )
+    ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
+    level_axis(ax1, result.table)
+    ax1.set_ylabel("dB")
+    ax1.legend(fontsize=7)
+    ax2.plot(levels, [lv.metrics["ssim_vs_bicubic"] for lv in ok], "o-", color="C2")
+    level_axis(ax2, result.table)
+    ax2.set_ylabel("SSIM vs bicubic")
+    ax2.set_ylim(0, 1.02)
+    fig.tight_layout()
+    return fig

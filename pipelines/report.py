@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-import presets
 from pipelines.engine import LevelResult, RunResult
 from pipelines.errors import LabError
 from pipelines.metrics import LEVEL_METRICS, caption_scores
@@ -192,66 +189,6 @@ def save_run(result: RunResult, folder: str | Path, *, grid_cell_width: int = 51
         atomic_write(folder / name, data)
         written.append(folder / name)
     return written
-
-
-# --------------------------------------------------------------------------- lab views
-
-HEATMAP_FULL_SCALE = 64  # 8-bit difference shown at full brightness: comparable across levels
-
-
-def change_heatmap(image: Image.Image, baseline: Image.Image) -> Image.Image:
-    """Where ``image`` departs from ``baseline``: mean absolute difference over channels,
-    0 → black, ``HEATMAP_FULL_SCALE`` (of 255) or more → white-hot, 'inferno' colour map."""
-    import numpy as np
-    from matplotlib import colormaps
-
-    a = np.asarray(image.convert("RGB"), dtype=np.float32)
-    b = np.asarray(baseline.convert("RGB").resize(image.size), dtype=np.float32)
-    diff = np.abs(a - b).mean(axis=2) / HEATMAP_FULL_SCALE
-    rgba = colormaps["inferno"](np.clip(diff, 0, 1))
-    return Image.fromarray((rgba[..., :3] * 255).astype("uint8"), "RGB")
-
-
-LEVEL_AXIS_PAD = 0.5  # half a level beyond the first and last: their markers and error bars stay whole
-
-
-def level_axis(ax: Any, table: presets.LevelTable) -> None:
-    """Label a matplotlib axis ``ax`` as the level axis of ``table``: a tick per level, and the
-    range padded by ``LEVEL_AXIS_PAD`` either side, whichever levels ran (ticks alone would end
-    the axis exactly on the last level, cutting its marker and error bar in half)."""
-    ax.set_xticks(list(table.numbers))
-    ax.set_xlim(table.min_level - LEVEL_AXIS_PAD, table.max_level + LEVEL_AXIS_PAD)
-    ax.set_xlabel("level")
-
-
-def scores_figure(result: RunResult):  # -> matplotlib.figure.Figure
-    """PSNR and SSIM against the bicubic baseline, and LR-consistency, plotted against level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.2), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    ok = [lv for lv in result.levels if lv.status == "ok"]
-    levels = [lv.level for lv in ok]
-
-    def finite(v: float) -> float:
-        return 60.0 if math.isinf(v) else v
-
-    ax1.plot(
-        levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
-    )
-    ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
-    level_axis(ax1, result.table)
-    ax1.set_ylabel("dB")
-    ax1.legend(fontsize=7)
-    ax2.plot(levels, [lv.metrics["ssim_vs_bicubic"] for lv in ok], "o-", color="C2")
-    level_axis(ax2, result.table)
-    ax2.set_ylabel("SSIM vs bicubic")
-    ax2.set_ylim(0, 1.02)
-    fig.tight_layout()
-    return fig
 
 
 def zip_run(result: RunResult, path: str | Path) -> Path:

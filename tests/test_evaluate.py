@@ -39,8 +39,10 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tiny_models):
-    return str(Path(tiny_models.sd15).parent)
+def tiny_flags(tiny_models):
+    """The tiny diffusion parts through the product's own model flags (folders in the real
+    layouts: the evaluation loads them as it would a downloaded model)."""
+    return ["--sd15", tiny_models.sd15, "--controlnet", tiny_models.controlnet, "--lora", tiny_models.lora]
 
 
 def run_eval(*args, env=None, launcher=None):
@@ -69,9 +71,9 @@ def test_degradations_are_seeded_and_composable():
     assert evaluate.image_seed(0, "x") == evaluate.image_seed(0, "x") != evaluate.image_seed(1, "x")
 
 
-def test_end_to_end_every_output_and_resume(dataset, tiny_dir, tmp_path):
+def test_end_to_end_every_output_and_resume(dataset, tiny_flags, tmp_path):
     out = tmp_path / "run"
-    proc = run_eval(str(dataset), "-o", str(out), "--tiny-models", tiny_dir, "--jpeg", "40")
+    proc = run_eval(str(dataset), "-o", str(out), *tiny_flags, "--jpeg", "40")
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
@@ -90,7 +92,7 @@ def test_end_to_end_every_output_and_resume(dataset, tiny_dir, tmp_path):
     kept = {p: p.stat().st_mtime_ns for p in sorted((out / "per_image").glob("*.json"))[2:]}
     for v in victims:
         v.unlink()
-    proc = run_eval(str(dataset), "-o", str(out), "--tiny-models", tiny_dir, "--jpeg", "40")
+    proc = run_eval(str(dataset), "-o", str(out), *tiny_flags, "--jpeg", "40")
     assert "resuming: 2 of 4 images already scored" in proc.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert scores(out / "per_image.csv") == first  # same seeds → same scores
@@ -105,9 +107,9 @@ def test_levels_without_weights_are_not_run(dataset, tmp_path):
     assert "not run" in (out / "summary.md").read_text()
 
 
-def test_two_processes_give_the_same_table(dataset, tiny_dir, tmp_path):
+def test_two_processes_give_the_same_table(dataset, tiny_flags, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_eval(str(dataset), "-o", str(one), "--tiny-models", tiny_dir, "--levels", "2,5,8", "--blur", "0.8")
+    run_eval(str(dataset), "-o", str(one), *tiny_flags, "--levels", "2,5,8", "--blur", "0.8")
     from conftest import free_port
 
     torchrun = [
@@ -123,8 +125,7 @@ def test_two_processes_give_the_same_table(dataset, tiny_dir, tmp_path):
         str(dataset),
         "-o",
         str(two),
-        "--tiny-models",
-        tiny_dir,
+        *tiny_flags,
         "--levels",
         "2,5,8",
         "--blur",
@@ -305,7 +306,7 @@ def test_plots_against_level_are_padded():
     from types import SimpleNamespace
 
     import presets
-    from pipelines.report import LEVEL_AXIS_PAD, scores_figure
+    from views import LEVEL_AXIS_PAD, scores_figure
 
     summary = evaluate.aggregate(synthetic_records(), [7, 8, 9])
     wanted = (presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)

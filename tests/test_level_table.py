@@ -16,12 +16,13 @@ from conftest import serving
 from PIL import Image
 
 import presets
+import views
 from pipelines import base as base_paths
 from pipelines.engine import Engine, EngineConfig
 from pipelines.errors import RequestError
-from pipelines.report import HEATMAP_FULL_SCALE
 from pipelines.request import UpscaleRequest, parse_request
 from testing.tiny import tiny_settings
+from views import HEATMAP_FULL_SCALE
 
 Level = presets.Level
 WIDE = presets.LevelTable(
@@ -165,7 +166,7 @@ def test_files_and_score_tables_follow_the_table(wide):
     body = [line for line in report.metrics_markdown(wide).splitlines() if line.startswith("| ")][2:]
     assert [line.split(" | ")[0] for line in body] == [f"| {n}" for n in range(1, 13)]
     assert [r[0] for r in lab_app.score_table(wide)] == [str(n) for n in range(1, 13)]
-    axes = report.scores_figure(wide).axes
+    axes = views.scores_figure(wide).axes
     assert list(axes[0].get_xticks()) == list(range(1, 13))
 
 
