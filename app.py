@@ -67,6 +67,7 @@ MAX_UPLOAD = f"{presets.MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
 QUEUE_MAX = int(os.environ.get("UPSCALE_LAB_QUEUE_MAX", "16"))
 RUN_TIME_LIMIT = float(os.environ.get("UPSCALE_LAB_TIME_LIMIT", "900"))
 API_KEY_ENV = "UPSCALE_LAB_API_KEY"
+WARM_UP_ENV = "UPSCALE_LAB_WARM_UP"  # "0": load the models on the first run instead of at start-up
 RECOMMEND_BADGE = "★ recommended"
 
 
@@ -1029,6 +1030,8 @@ def create_app(engine: Engine | None = None, *, queue_max: int | None = None) ->
     api = FastAPI(title="Generative Upscale Lab")
     add_rest(api)
     demo = build_ui(engine, queue_max=queue_max)
+    if os.environ.get(WARM_UP_ENV, "1") != "0":  # load the models now, not in the first run
+        threading.Thread(target=get_engine().warm_up, name="warm-up", daemon=True).start()
     return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD, css=CSS, footer_links=["api", "gradio"])
 
 

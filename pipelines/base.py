@@ -266,7 +266,7 @@ def _upscale_4(ctx: BaseContext) -> tuple[Image.Image, str | None]:
         if ctx.progress:
             ctx.progress("base: upscale_4 tiles", done, total)
 
-    model = engine.upscaler()
+    model = engine.upscaler(ctx.cancel)
     with cancellable(ctx.cancel, model):
         out = neural_upscale(model, ctx.low_res, ctx.plan.content, settings, on_tile=on_tile)
     check_cancel(ctx.cancel)

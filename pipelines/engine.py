@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -167,28 +168,55 @@ class Engine:
         self._refiner_missing: ModelMissingError | WeightsError | None = None
         self._base_cache: OrderedDict[tuple[Any, ...], tuple[Image.Image, str | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading = threading.RLock()  # one load of each model, whoever asks first (a run or the warm-up)
 
     # ----------------------------------------------------------------- models
-    def upscaler(self) -> torch.nn.Module:
-        if self._upscaler is None:
-            from pipelines.realesrgan import load_upscaler
-
-            model = load_upscaler(self.config.upscaler).to(self.device, self.dtype)
-            self._upscaler = model.to(memory_format=torch.channels_last)
-        return self._upscaler
-
-    def refiner(self) -> Refiner:
-        """The diffusion parts; raises ModelMissingError (remembered) when absent."""
-        if self._refiner is not None:
-            return self._refiner
-        if self._refiner_missing is not None:
-            raise self._refiner_missing
+    @contextmanager
+    def _models(self, cancel: threading.Event | None) -> Iterator[None]:
+        """Hold the model-loading lock; while another thread (the warm-up) loads, keep
+        checking ``cancel``, so a run waiting for a model can still be stopped at once."""
+        while not self._loading.acquire(timeout=0.05):
+            check_cancel(cancel)
         try:
-            self._refiner = load_refiner(self.config.models, self.device, self.dtype, download=self.config.download)
-        except (ModelMissingError, WeightsError) as exc:
-            self._refiner_missing = exc
-            raise
-        return self._refiner
+            yield
+        finally:
+            self._loading.release()
+
+    def upscaler(self, cancel: threading.Event | None = None) -> torch.nn.Module:
+        with self._models(cancel):
+            if self._upscaler is None:
+                from pipelines.realesrgan import load_upscaler
+
+                model = load_upscaler(self.config.upscaler).to(self.device, self.dtype)
+                self._upscaler = model.to(memory_format=torch.channels_last)
+            return self._upscaler
+
+    def refiner(self, cancel: threading.Event | None = None) -> Refiner:
+        """The diffusion parts; raises ModelMissingError (remembered) when absent."""
+        with self._models(cancel):
+            if self._refiner is not None:
+                return self._refiner
+            if self._refiner_missing is not None:
+                raise self._refiner_missing
+            try:
+                self._refiner = load_refiner(self.config.models, self.device, self.dtype, download=self.config.download)
+            except (ModelMissingError, WeightsError) as exc:
+                self._refiner_missing = exc
+                raise
+            return self._refiner
+
+    def warm_up(self) -> None:
+        """Load the ×4 network and, when their weights are there, the diffusion parts, so the
+        first run neither waits for them nor sits in a load that a cancel cannot interrupt
+        (the app calls this in the background at start-up). Missing weights are remembered
+        as on a first run; nothing raises."""
+        try:
+            self.upscaler()
+            self.refiner()
+        except LabError as exc:
+            log.info("warm-up: %s", exc)
+        except Exception:  # a start-up nicety: a failure here shows again, with its message, in a run
+            log.exception("warm-up failed")
 
     def models_changed(self) -> None:
         """Weights were fetched or replaced: look for the diffusion parts again on the next run."""
@@ -325,7 +353,7 @@ class Engine:
         if not gen_levels:
             return
         try:
-            refiner = self.refiner()
+            refiner = self.refiner(run.cancel)
         except ModelMissingError as exc:
             reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
             for lv in gen_levels:

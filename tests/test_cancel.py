@@ -72,3 +72,46 @@ def test_engine_stops_inside_a_x4_tile(tiny_engine, photo):
         for h in handles:
             h.remove()
     assert seen[0] == 5, f"{seen[0]} convolutions ran after the flag was set at the 5th"
+
+
+def test_a_run_waiting_for_a_model_load_can_be_cancelled(tiny_models, photo):
+    """While another thread (the app's warm-up) holds the model-loading lock, a run that needs
+    the ×4 network waits for it, and a cancel ends that wait (the load itself goes on)."""
+    from pipelines.engine import Engine, EngineConfig
+    from pipelines.request import UpscaleRequest
+    from testing.tiny import tiny_settings
+
+    engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load() -> None:  # holds the lock as a long load would
+        with engine._models(None):
+            loading.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=slow_load)
+    holder.start()
+    assert loading.wait(30)
+    cancel, reached, outcome = threading.Event(), threading.Event(), []
+
+    def progress(stage: str, _done: int, _total: int) -> None:
+        if stage == "base: upscale_4":  # next: the ×4 network, whose lock the load holds
+            reached.set()
+
+    def run() -> None:
+        try:
+            engine.run(photo, UpscaleRequest(width=128, levels=(7,)), cancel=cancel, progress=progress)
+            outcome.append("finished")
+        except Cancelled:
+            outcome.append("Cancelled")
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert reached.wait(60)
+    cancel.set()  # no other cancel check lies between that report and the lock
+    runner.join(60)
+    still_loading = holder.is_alive()
+    release.set()
+    holder.join(30)
+    assert outcome == ["Cancelled"] and still_loading  # it stopped while the load still held the lock
+    assert engine.run(photo, UpscaleRequest(width=128, levels=(7,))).level(7).status == "ok"  # and serves again
