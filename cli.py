@@ -17,13 +17,17 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import presets
 from pipelines.engine_args import add_engine_args, engine_config
 from pipelines.errors import RequestError
 from pipelines.request import FITS, RequestFields
+
+if TYPE_CHECKING:
+    from pipelines.metrics import Metric
 
 log = logging.getLogger("upscale-lab")
 
@@ -179,13 +183,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     record the commit hash the hub gave for each repo, and check that the parts load."""
     from pipelines.device import pick_device
     from pipelines.errors import LabError
-    from pipelines.models import download_models, load_refiner
+    from pipelines.hub_probe import UNREACHABLE_ADVICE, unreachable_reason
+    from pipelines.models import download_models, hub_offline, load_refiner
     from pipelines.realesrgan import converted_x4plus
 
     try:
         path = converted_x4plus()
         print(f"realesrgan_x4plus: ok ({path})")
         cfg = engine_config(args)
+        unreachable = None if hub_offline() else unreachable_reason()
+        if unreachable:
+            print(f"error: {unreachable}: {UNREACHABLE_ADVICE}", file=sys.stderr)
+            return 2
         fetched = download_models(cfg.models, report=lambda line, _done, _total: print(line, flush=True))
         device, dtype = pick_device("cpu", "fp32")
         load_refiner(cfg.models, device, dtype)
@@ -198,60 +207,67 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-NIQE_NOTE = "NIQE: lower = more natural (Mittal et al. 2013); the authors' pristine model from BasicSR"
+IQA_DECIMALS = 4  # iqa's scores, in JSON and the table
 
 
-def iqa_row(path: str) -> dict[str, Any]:
-    """The no-reference scores of one image file: ``path``, ``niqe`` (rounded; None for a flat
-    image, which has no statistics), ``width``, ``height``, and ``error`` when the file cannot
-    be read or is too small. Raises LabError when the pristine model itself is missing."""
+def iqa_row(path: str, *, metrics: Sequence[Metric]) -> dict[str, Any]:
+    """The no-reference scores of one image file: ``path``, one key per metric of ``metrics``
+    (rounded; None where the metric gives no score, e.g. NIQE of a flat image or of one under
+    192 px a side), ``width``, ``height``, and ``error`` when the file cannot be read or a
+    metric refuses it. Raises LabError when a metric's model itself is missing (NIQE's
+    pristine model)."""
     from pipelines.imaging import load_image
-    from pipelines.quality import niqe
+    from pipelines.metrics import ScoreInput, score
 
-    row: dict[str, Any] = {"path": path, "niqe": None, "width": None, "height": None}
+    row: dict[str, Any] = {"path": path, **dict.fromkeys(m.key for m in metrics), "width": None, "height": None}
     try:
         loaded = load_image(path)
         row["width"], row["height"] = loaded.size
-        score = niqe(loaded.rgb)
-    except (ValueError, OSError) as exc:  # InputError is a ValueError; niqe raises one for a small image
+        scores = score(ScoreInput(output=loaded.rgb), metrics)
+    except (ValueError, OSError) as exc:  # InputError is a ValueError
         row["error"] = str(exc)
         return row
-    row["niqe"] = round(score, 4) if math.isfinite(score) else None
+    for key, value in scores.items():
+        row[key] = round(value, IQA_DECIMALS) if math.isfinite(value) else None
     return row
 
 
-def iqa_table(rows: list[dict[str, Any]]) -> str:
-    """Path, size and NIQE aligned in columns; an error takes the NIQE column."""
+def iqa_table(rows: list[dict[str, Any]], *, metrics: Sequence[Metric]) -> str:
+    """Path, size and one column per metric of ``metrics``, aligned; an error takes the score
+    columns; a note per metric (its description, from the registry) follows the table."""
 
-    def cells(row: dict[str, Any]) -> tuple[str, str, str]:
+    def cells(row: dict[str, Any]) -> tuple[str, ...]:
         size = f"{row['width']}×{row['height']}" if row["width"] is not None else "-"
         if "error" in row:
-            score = f"error: {row['error']}"
-        else:
-            score = "n/a (flat image)" if row["niqe"] is None else f"{row['niqe']:.4f}"
-        return row["path"], size, score
+            return row["path"], size, f"error: {row['error']}"
+        scores = ("n/a" if row[m.key] is None else f"{row[m.key]:.{IQA_DECIMALS}f}" for m in metrics)
+        return row["path"], size, *scores
 
-    table = [("path", "size", "NIQE"), *(cells(row) for row in rows)]
-    wide = [max(len(line[i]) for line in table) for i in range(2)]
-    return "\n".join(f"{p:<{wide[0]}}  {s:<{wide[1]}}  {n}" for p, s, n in table)
+    table = [("path", "size", *(m.label for m in metrics)), *(cells(row) for row in rows)]
+    # every cell but a line's last is padded to its column's width (an error is an error line's last)
+    widths = [max(len(line[i]) for line in table if i < len(line) - 1) for i in range(len(table[0]) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(line[:-1], widths, strict=False)), line[-1]]) for line in table]
+    return "\n".join(lines + [f"{m.name}: {m.description}" for m in metrics])
 
 
-def cmd_iqa(args: argparse.Namespace) -> int:
-    """Score each image (one JSON line each with --json, else a table); 1 if any failed."""
+def cmd_iqa(args: argparse.Namespace, *, metrics: Sequence[Metric] | None = None) -> int:
+    """Score each image with ``metrics`` (default: the registry's no-reference metrics) — one
+    JSON line each with --json, else a table; 1 if any failed."""
     from pipelines.errors import LabError
+    from pipelines.metrics import NO_REFERENCE_METRICS  # imports torch: not for every command
 
+    metrics = NO_REFERENCE_METRICS if metrics is None else metrics
     rows: list[dict[str, Any]] = []
     try:
         for path in args.images:
-            rows.append(iqa_row(path))
+            rows.append(iqa_row(path, metrics=metrics))
             if args.json:
                 print(json.dumps(rows[-1]), flush=True)
-    except LabError as exc:  # the pristine model is missing or corrupt: no image can be scored
+    except LabError as exc:  # a metric's model is missing or corrupt: no image can be scored
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.json:
-        print(iqa_table(rows))
-        print(NIQE_NOTE)
+        print(iqa_table(rows, metrics=metrics))
     return 1 if any("error" in row for row in rows) else 0
 
 
@@ -305,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_args(gr)
     add_engine_args(gr)
 
-    iqa = sub.add_parser("iqa", help="no-reference quality (NIQE) of any images, e.g. other upscalers' outputs")
+    iqa = sub.add_parser(
+        "iqa",
+        help="no-reference quality (NIQE, every no-reference metric) of any images, e.g. other upscalers' outputs",
+    )
     iqa.add_argument("images", nargs="+", metavar="IMAGE", help="image files (every format the lab reads)")
     iqa.add_argument("--json", action="store_true", help="one JSON object per image and line")
 

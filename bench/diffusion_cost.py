@@ -63,8 +63,7 @@ def random_refiner(device: torch.device, dtype: torch.dtype):
 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from pipelines.models import LORA_ADAPTER
-    from pipelines.refiner import refiner_from_parts
+    from pipelines.refiner import LORA_ADAPTER, refiner_from_parts
     from testing.tiny import add_random_lora, assemble_pipeline, write_tokenizer
 
     unet, controlnet, vae = build(torch.device("cpu"), torch.float32)

@@ -1,6 +1,8 @@
-"""The base paths, in one registry (:data:`BASE_PATHS`, name → :class:`BaseSpec`):
+"""The base paths, in one read-only registry (:data:`BASE_SPECS`, name → :class:`BaseSpec`):
 ``upscale_4`` (neural ×4), ``bicubic`` and ``bicubic_clean``. A level table names its base
-paths; the engine looks each one up here, so a new base path is one registry entry.
+paths; the engine looks each one up in the registry its config carries
+(``EngineConfig.base_specs``, this one by default), so a new base path is one entry in a
+registry of its own (``{**BASE_SPECS, "name": BaseSpec(...)}``).
 
 Each takes the (cropped) input as PIL RGB and returns PIL RGB at the content size.
 
@@ -17,8 +19,9 @@ is not a JPEG file needs the cleanup; an input without a grid is not touched at 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +33,6 @@ from pipelines.convert import pil_to_tensor, tensor_to_pil
 from pipelines.tiling import run_crop_tiled
 
 if TYPE_CHECKING:
-    from pipelines.engine import Engine
     from pipelines.imaging import LoadedImage
     from pipelines.request import SizePlan
 
@@ -203,25 +205,28 @@ def skips_network(input_size: tuple[int, int], content: tuple[int, int]) -> bool
 
 @dataclass(frozen=True)
 class BaseContext:
-    """What a base path may read for one run: the ``engine`` (its models, settings, device and
-    dtype), the whole input ``image`` (its JPEG quality, its grid), ``low_res`` (the input
-    cropped to ``plan.crop``, PIL RGB), the size ``plan``, and the run's ``progress`` and
+    """What a base path may read for one run: the whole input ``image`` (its JPEG quality, its
+    grid), ``low_res`` (the input cropped to ``plan.crop``, PIL RGB), the size ``plan``, the
+    ``neural`` settings (device, dtype, tile, pad and batch of the ×4 network; the device and
+    dtype serve every network), ``upscaler`` (returns the ×4 network, loading it on first use:
+    a base path that does not call it never loads it), and the run's ``progress`` and
     ``cancel`` (check it between units of work; raises Cancelled)."""
 
-    engine: Engine
     image: LoadedImage
     low_res: Image.Image
     plan: SizePlan
+    neural: NeuralSettings
+    upscaler: Callable[[], torch.nn.Module]
     progress: Callable[[str, int, int], None] | None = None
     cancel: threading.Event | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.engine.device
+        return self.neural.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.engine.dtype
+        return self.neural.dtype
 
 
 @dataclass(frozen=True)
@@ -252,40 +257,35 @@ def _bicubic_clean(ctx: BaseContext) -> tuple[Image.Image, str | None]:
 def _upscale_4(ctx: BaseContext) -> tuple[Image.Image, str | None]:
     if skips_network(ctx.low_res.size, ctx.plan.content):
         return bicubic(ctx.low_res, ctx.plan.content), None
-    engine = ctx.engine
-    settings = NeuralSettings(
-        device=ctx.device,
-        dtype=ctx.dtype,
-        tile=engine.config.esrgan_tile,
-        pad=engine.config.esrgan_pad,
-        batch_size=engine.batch_size,
-    )
 
     def on_tile(done: int, total: int) -> None:
         check_cancel(ctx.cancel)
         if ctx.progress:
             ctx.progress("base: upscale_4 tiles", done, total)
 
-    model = engine.upscaler(ctx.cancel)
+    model = ctx.upscaler()
     with cancellable(ctx.cancel, model):
-        out = neural_upscale(model, ctx.low_res, ctx.plan.content, settings, on_tile=on_tile)
+        out = neural_upscale(model, ctx.low_res, ctx.plan.content, ctx.neural, on_tile=on_tile)
     check_cancel(ctx.cancel)
     return out, None
 
 
-BASE_PATHS: dict[str, BaseSpec] = {
-    spec.name: spec
-    for spec in (
-        BaseSpec("upscale_4", _upscale_4, tiled_by_x4=True, when_identical="the network was skipped"),
-        BaseSpec("bicubic", _bicubic),
-        BaseSpec("bicubic_clean", _bicubic_clean, when_identical="no JPEG grid to clean"),
-    )
-}
+BASE_SPECS: Mapping[str, BaseSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            BaseSpec("upscale_4", _upscale_4, tiled_by_x4=True, when_identical="the network was skipped"),
+            BaseSpec("bicubic", _bicubic),
+            BaseSpec("bicubic_clean", _bicubic_clean, when_identical="no JPEG grid to clean"),
+        )
+    }
+)
 
 
-def get_base_path(name: str) -> BaseSpec:
-    """The registered base path ``name``; unknown names raise ValueError listing the registered ones."""
+def get_base_path(name: str, specs: Mapping[str, BaseSpec] = BASE_SPECS) -> BaseSpec:
+    """The base path ``name`` of the registry ``specs``; unknown names raise ValueError listing
+    the registered ones."""
     try:
-        return BASE_PATHS[name]
+        return specs[name]
     except KeyError:
-        raise ValueError(f"unknown base path {name!r}; registered: {sorted(BASE_PATHS)}") from None
+        raise ValueError(f"unknown base path {name!r}; registered: {sorted(specs)}") from None

@@ -10,13 +10,17 @@ is emulated and slower than fp32, so it is chosen only where they exist.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
+    {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+)
 
 
 def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:

@@ -4,20 +4,24 @@ computed once.
     engine = Engine(EngineConfig())
     result = engine.run(load_image("photo.jpg"), UpscaleRequest(levels=(1, ..., 9)))
 
-Steps (``Engine.run``): 1 size plan → 2 base paths (each once, cached across runs) →
-3 diffusion for LoRA > 0, grouped by scale → 4 compose (canvas, alpha) → 5 metrics →
-6 result + manifest. Models load lazily, once per engine.
+Steps (``Engine._run``; each returns a frozen result that the later steps take):
+1 plan (the request on the engine's table, seed, levels, size plan) → 2 base paths (each
+once, cached across runs) → 3 diffusion for LoRA > 0, grouped by scale → 6 result + manifest.
+Steps 4 compose (canvas, alpha) and 5 metrics run per level as soon as its image is ready:
+the levels without diffusion right after step 2, each diffusion level when its pass is
+decoded in step 3. Models load lazily, once per engine.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +31,8 @@ import torch
 from PIL import Image
 
 import presets
-from pipelines import base as base_paths
-from pipelines.base import skips_network
+from pipelines.base import BASE_SPECS, BaseContext, BaseSpec, NeuralSettings, bicubic, get_base_path, skips_network
+from pipelines.cache import cache_dir
 from pipelines.cancel import check_cancel
 from pipelines.convert import pil_to_uint8_tensor
 from pipelines.device import dtype_name, dtype_reason, pick_device
@@ -51,14 +55,19 @@ Progress = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class EngineConfig:
     """What the engine loads and how it runs. ``upscaler`` None = Real-ESRGAN x4plus.
-    ``table``: the levels it runs and their grid; ``settings`` must cover its LoRA scales above 0."""
+    ``table``: the levels it runs and their grid; ``base_specs``: the base-path registry its
+    base paths are looked up in (every one the table names; :data:`pipelines.base.BASE_SPECS`
+    by default); ``settings`` must cover its LoRA scales above 0."""
 
     table: presets.LevelTable = presets.TABLE
     models: DiffusionModels = field(default_factory=DiffusionModels)
     upscaler: str | None = None
     device: str | None = None
     dtype: str | None = None
-    settings: dict[float, presets.DiffusionSettings] = field(default_factory=lambda: dict(presets.DIFFUSION_SETTINGS))
+    settings: Mapping[float, presets.DiffusionSettings] = field(
+        default_factory=lambda: dict(presets.DIFFUSION_SETTINGS)
+    )
+    base_specs: Mapping[str, BaseSpec] = field(default_factory=lambda: BASE_SPECS)
     download: bool = False
     batch_size: int | None = None  # tiles per forward pass; None: 8 on CUDA, 1 elsewhere (measured)
     esrgan_tile: int = presets.ESRGAN_TILE
@@ -105,9 +114,9 @@ class RunResult:
         return json.dumps(self.manifest, indent=2, sort_keys=False)
 
 
-@dataclass
-class _Run:
-    """One run's inputs and what its steps have made so far (internal to :class:`Engine`)."""
+@dataclass(frozen=True)
+class _Call:
+    """One run's inputs, as :meth:`Engine.run` was given them."""
 
     image: LoadedImage
     request: UpscaleRequest
@@ -115,22 +124,53 @@ class _Run:
     progress: Progress | None
     cancel: threading.Event | None
     on_level: Callable[[LevelResult], None] | None
-    seed: int = 0
-    levels: list[presets.Level] = field(default_factory=list)
-    plan: SizePlan = field(default=None)  # type: ignore[assignment]  # set by Engine._plan
-    low_res: Image.Image = field(default=None)  # type: ignore[assignment]
-    bases: dict[str, Image.Image] = field(default_factory=dict)
-    base_seconds: dict[str, float] = field(default_factory=dict)
-    same_as: dict[str, str] = field(default_factory=dict)
-    network_skipped: bool = False
-    base_notes: dict[str, str] = field(default_factory=dict)  # what a base path did (the cleanup)
-    fresh_bases: set[str] = field(default_factory=set)  # computed in this run (not from the cache)
-    refined: dict[tuple[float, str], Image.Image] = field(default_factory=dict)
-    passes: dict[float, int] = field(default_factory=dict)  # distinct bases refined per LoRA scale
-    scored: dict[tuple[float, str], dict[str, float]] = field(default_factory=dict)
-    results: dict[int, LevelResult] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Step 1: the request checked against the engine's table, the seed (drawn when it has
+    none), the levels it runs (in number order), the size plan, and the input cropped to it."""
+
+    request: UpscaleRequest
+    seed: int
+    levels: tuple[presets.Level, ...]
+    size: SizePlan
+    low_res: Image.Image
+
+
+@dataclass(frozen=True)
+class _Bases:
+    """Step 2: each base path's image at the content size (the levels' and the baseline's),
+    the seconds it took, what it did beyond a resize (``notes``), which were computed in this
+    run rather than taken from the cache (``fresh``), which equal an earlier one pixel for
+    pixel (``same_as``: name → the earlier name) and whether the ×4 network was skipped."""
+
+    images: Mapping[str, Image.Image]
+    seconds: Mapping[str, float]
+    notes: Mapping[str, str]
+    fresh: frozenset[str]
+    same_as: Mapping[str, str]
+    network_skipped: bool
+
+    def source(self, base_path: str) -> str:
+        """The base whose pixels ``base_path``'s levels use (itself, or its identical twin)."""
+        return self.same_as.get(base_path, base_path)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {f"base_{path}": t for path, t in self.seconds.items()}
+
+
+@dataclass(frozen=True)
+class _Diffusion:
+    """Step 3: per LoRA scale the number of distinct bases refined, the stage timings
+    (``vae_encode``, ``prompt``, ``diffusion_<scale>``, ``vae_decode``) and the warnings
+    for the user (prompt truncation). Empty when no level needed diffusion or the weights
+    were missing."""
+
+    passes: Mapping[float, int] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 class Engine:
@@ -148,7 +188,7 @@ class Engine:
         instead of loading ``config.models`` and ``config.upscaler``.
 
         Raises ValueError when ``config.settings`` lacks a LoRA scale of ``config.table`` or the
-        table names a base path that ``pipelines.base.BASE_PATHS`` does not hold."""
+        table names a base path that ``config.base_specs`` does not hold."""
         self.config = config or EngineConfig()
         table = self.config.table
         uncovered = [s for s in table.generative_scales if s not in self.config.settings]
@@ -158,7 +198,7 @@ class Engine:
                 f"of the level table (it covers {', '.join(f'{s:g}' for s in sorted(self.config.settings)) or 'none'})"
             )
         for name in table.base_paths:
-            base_paths.get_base_path(name)
+            get_base_path(name, self.config.base_specs)
         self.device, self.dtype = pick_device(self.config.device, self.config.dtype)
         # Batching tiles pays on a GPU (H100, SD 1.5 step: 39 ms for 1 tile, 10 ms per tile at 8)
         # and costs on a CPU (12 s per tile alone, 22.6 s per tile in pairs): docs/performance.md.
@@ -172,9 +212,10 @@ class Engine:
 
     # ----------------------------------------------------------------- models
     @contextmanager
-    def _models(self, cancel: threading.Event | None) -> Iterator[None]:
-        """Hold the model-loading lock; while another thread (the warm-up) loads, keep
-        checking ``cancel``, so a run waiting for a model can still be stopped at once."""
+    def loading_lock(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Hold the model-loading lock (every model load holds it); while another thread (the
+        warm-up) loads, keep checking ``cancel``, so a run waiting for a model can still be
+        stopped at once (raises Cancelled)."""
         while not self._loading.acquire(timeout=0.05):
             check_cancel(cancel)
         try:
@@ -183,7 +224,7 @@ class Engine:
             self._loading.release()
 
     def upscaler(self, cancel: threading.Event | None = None) -> torch.nn.Module:
-        with self._models(cancel):
+        with self.loading_lock(cancel):
             if self._upscaler is None:
                 from pipelines.realesrgan import load_upscaler
 
@@ -193,7 +234,7 @@ class Engine:
 
     def refiner(self, cancel: threading.Event | None = None) -> Refiner:
         """The diffusion parts; raises ModelMissingError (remembered) when absent."""
-        with self._models(cancel):
+        with self.loading_lock(cancel):
             if self._refiner is not None:
                 return self._refiner
             if self._refiner_missing is not None:
@@ -288,178 +329,142 @@ class Engine:
         caller can show results as they come; the returned RunResult holds them all in order.
         """
         with self._lock:
-            return self._run(_Run(image, request, ground_truth, progress, cancel, on_level))
+            return self._run(_Call(image, request, ground_truth, progress, cancel, on_level))
 
-    def _run(self, run: _Run) -> RunResult:
-        """The steps of the module doc, in order."""
+    def _run(self, call: _Call) -> RunResult:
+        """The steps of the module doc, in order; each takes what the earlier ones returned."""
         t_start = time.perf_counter()
-        self._plan(run)  # 1. size plan, seed, the levels asked for
-        self._base_stage(run)  # 2. each base path once
-        self._finish_levels(run, [lv for lv in run.levels if not lv.generative])  # no diffusion: now
-        self._generative_stage(run)  # 3–5. diffusion per LoRA scale; each level when ready
-        run.timings["total"] = time.perf_counter() - t_start
-        self._learn_costs(run)
-        ordered = [run.results[lv.level] for lv in run.levels]
-        advice = recommend_level(ordered, run.request.floor)
-        manifest = self._manifest(run.image, run.request, run.plan, run.seed, ordered, run.timings, run.warnings)
-        manifest["recommendation"] = advice.to_json()
-        return RunResult(
-            levels=ordered,
-            seed=run.seed,
-            plan=run.plan,
-            timings=run.timings,
-            warnings=run.warnings,
-            manifest=manifest,
-            table=self.config.table,
-            recommendation=advice,
-        )
+        plan = self._plan(call)  # 1. request on the table, seed, levels, size plan
+        bases = self._base_stage(call, plan)  # 2. each base path once
+        finish = self._finisher(call, plan, bases)  # 4–5. compose and score each level when ready
+        finish.from_bases([lv for lv in plan.levels if not lv.generative])  # no diffusion: now
+        diffusion = self._generative_stage(call, plan, bases, finish)  # 3. diffusion, then 4–5 per level
+        timings = {**bases.timings, "compose_and_metrics": finish.seconds, **diffusion.timings}
+        timings["total"] = time.perf_counter() - t_start
+        self._learn_costs(call.image, plan, bases, diffusion, timings)
+        levels = [finish.results[lv.level] for lv in plan.levels]
+        return self._result(call.image, plan, levels, timings, list(diffusion.warnings))  # 6. result + manifest
 
-    def _plan(self, run: _Run) -> None:
+    def _finisher(self, call: _Call, plan: _Plan, bases: _Bases) -> _Finisher:
+        seams = functools.partial(self._seams, plan, bases)
+        return _Finisher(call, plan, bases, table=self.config.table, spec=self._spec, seams=seams)
+
+    def _plan(self, call: _Call) -> _Plan:
         table = self.config.table
-        run.request = req = run.request.with_table(table)  # RequestError for a level the table lacks
-        run.seed = req.seed if req.seed is not None else draw_seed()
-        run.levels = [table.get(n) for n in req.effective_levels]
-        run.plan = plan_size(run.image.size, req, max_output_pixels=self.config.max_output_pixels)
-        run.low_res = run.image.rgb.crop(run.plan.crop)
+        request = call.request.with_table(table)  # RequestError for a level the table lacks
+        seed = request.seed if request.seed is not None else draw_seed()
+        levels = tuple(table.get(n) for n in request.effective_levels)
+        size = plan_size(call.image.size, request, max_output_pixels=self.config.max_output_pixels)
+        return _Plan(request=request, seed=seed, levels=levels, size=size, low_res=call.image.rgb.crop(size.crop))
 
-    def _base_stage(self, run: _Run) -> None:
+    def _base_stage(self, call: _Call, plan: _Plan) -> _Bases:
         """Each base path the levels need, once (the baseline's always, for the metrics)."""
         table = self.config.table
-        needed = {lv.base_path for lv in run.levels} | {table.baseline.base_path}
+        needed = {lv.base_path for lv in plan.levels} | {table.baseline.base_path}
+        images: dict[str, Image.Image] = {}
+        seconds: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        fresh: set[str] = set()
         for i, path in enumerate(p for p in table.base_paths if p in needed):
-            check_cancel(run.cancel)
-            if run.progress:
-                run.progress(f"base: {path}", i, len(needed))
+            check_cancel(call.cancel)
+            if call.progress:
+                call.progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
-            if self._base_key(path, run.image, run.plan) not in self._base_cache:
-                run.fresh_bases.add(path)
-            run.bases[path], note = self._base(path, run)
+            if self._base_key(path, call.image, plan.size) not in self._base_cache:
+                fresh.add(path)
+            images[path], note = self._base(path, call, plan)
             if note:
-                run.base_notes[path] = note
-            run.base_seconds[path] = time.perf_counter() - t
-            run.timings[f"base_{path}"] = run.base_seconds[path]
-        if run.progress:
-            run.progress("base paths", len(needed), len(needed))
-        # e.g. bicubic_clean of a PNG is bicubic
-        run.same_as = identical_bases(run.bases, set(run.bases), table.base_paths)
-        run.network_skipped = any(base_paths.get_base_path(p).tiled_by_x4 for p in run.bases) and skips_network(
-            run.low_res.size, run.plan.content
+                notes[path] = note
+            seconds[path] = time.perf_counter() - t
+        if call.progress:
+            call.progress("base paths", len(needed), len(needed))
+        return _Bases(
+            images=images,
+            seconds=seconds,
+            notes=notes,
+            fresh=frozenset(fresh),
+            same_as=identical_bases(images, set(images), table.base_paths),  # e.g. bicubic_clean of a PNG
+            network_skipped=any(self._spec(p).tiled_by_x4 for p in images)
+            and skips_network(plan.low_res.size, plan.size.content),
         )
 
-    def _generative_stage(self, run: _Run) -> None:
-        """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); each level is
-        finished as soon as its image is decoded. Missing weights make them ``missing``."""
-        gen_levels = [lv for lv in run.levels if lv.generative]
+    def _generative_stage(self, call: _Call, plan: _Plan, bases: _Bases, finish: _Finisher) -> _Diffusion:
+        """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); ``finish``
+        finishes each level as soon as its image is decoded. Missing weights make them
+        ``missing``."""
+        gen_levels = [lv for lv in plan.levels if lv.generative]
         if not gen_levels:
-            return
+            return _Diffusion()
         try:
-            refiner = self.refiner(run.cancel)
+            refiner = self.refiner(call.cancel)
         except ModelMissingError as exc:
             reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
-            for lv in gen_levels:
-                self._emit(run, LevelResult(lv.level, lv, "missing", message=str(exc), reason=reason))
-            return
+            finish.unavailable(gen_levels, "missing", str(exc), reason)
+            return _Diffusion()
         except WeightsError as exc:
-            for lv in gen_levels:
-                self._emit(
-                    run, LevelResult(lv.level, lv, "error", message=str(exc), reason="corrupt weights (see message)")
-                )
-            return
+            finish.unavailable(gen_levels, "error", str(exc), "corrupt weights (see message)")
+            return _Diffusion()
         scales: dict[float, list[str]] = {}
         for lv in gen_levels:
-            base = run.same_as.get(lv.base_path, lv.base_path)
+            base = bases.source(lv.base_path)
             if base not in scales.setdefault(lv.lora_scale, []):
                 scales[lv.lora_scale].append(base)
-        run.passes = {s: len(bs) for s, bs in scales.items()}
-        request = run.request
-        job = RefineJob(
-            bases={p: pil_to_uint8_tensor(run.bases[p]) for p in {b for bs in scales.values() for b in bs}},
+        passes = {s: len(bs) for s, bs in scales.items()}
+        timings: dict[str, float] = {}  # refine() adds its stages as they end
+
+        def on_image(scale: float, base: str, picture: Image.Image) -> None:
+            ready = [lv for lv in gen_levels if lv.lora_scale == scale and bases.source(lv.base_path) == base]
+            finish.refined(ready, picture, timings.get(f"diffusion_{scale:g}", 0.0) / passes[scale])
+
+        job = self._refine_job(plan, bases, scales)
+        outcome = refine(refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image)
+        return _Diffusion(passes=passes, timings=timings, warnings=tuple(outcome.warnings))
+
+    def _refine_job(self, plan: _Plan, bases: _Bases, scales: dict[float, list[str]]) -> RefineJob:
+        request = plan.request
+        return RefineJob(
+            bases={p: pil_to_uint8_tensor(bases.images[p]) for p in {b for bs in scales.values() for b in bs}},
             scales=scales,
             prompt=request.prompt or presets.DEFAULT_PROMPT,
             negative_prompt=request.negative_prompt
             if request.negative_prompt is not None
             else presets.DEFAULT_NEGATIVE_PROMPT,
-            seed=run.seed,
+            seed=plan.seed,
             settings=self.config.settings,
             batch_size=self.batch_size,
         )
 
-        def on_image(scale: float, base: str, picture: Image.Image) -> None:
-            run.refined[(scale, base)] = picture
-            ready = [
-                lv
-                for lv in gen_levels
-                if lv.lora_scale == scale and run.same_as.get(lv.base_path, lv.base_path) == base
-            ]
-            self._finish_levels(run, ready)
+    def _result(
+        self, image: LoadedImage, plan: _Plan, levels: list[LevelResult], timings: dict[str, float], warnings: list[str]
+    ) -> RunResult:
+        """Step 6: the levels in order, the recommendation over them and the manifest."""
+        advice = recommend_level(levels, plan.request.floor)
+        manifest = self._manifest(image, plan, levels, timings, warnings)
+        manifest["recommendation"] = advice.to_json()
+        return RunResult(
+            levels=levels,
+            seed=plan.seed,
+            plan=plan.size,
+            timings=timings,
+            warnings=warnings,
+            manifest=manifest,
+            table=self.config.table,
+            recommendation=advice,
+        )
 
-        outcome = refine(refiner, job, progress=run.progress, cancel=run.cancel, timings=run.timings, on_image=on_image)
-        run.warnings.extend(outcome.warnings)
-
-    def _finish_levels(self, run: _Run, levels: list[presets.Level]) -> None:
-        """Compose and score ``levels`` (their images are ready) and hand each on. A level
-        whose pixels equal another's reuses its scores."""
-        t = time.perf_counter()
-        baseline = run.bases[self.config.table.baseline.base_path]
-        for lv in levels:
-            spec = base_paths.get_base_path(lv.base_path)
-            notes = [NETWORK_SKIPPED] if run.network_skipped and spec.tiled_by_x4 else []
-            notes += [run.base_notes[lv.base_path]] if lv.base_path in run.base_notes else []
-            source = run.same_as.get(lv.base_path, lv.base_path)
-            if lv.generative:
-                content = run.refined[(lv.lora_scale, source)]
-                diffusion = run.timings.get(f"diffusion_{lv.lora_scale:g}", 0.0) / run.passes[lv.lora_scale]
-                seconds = run.base_seconds[lv.base_path] + diffusion
-                if lv.base_path in run.same_as:
-                    twin = self.config.table.level_for(source, lv.lora_scale)
-                    twin_spec = base_paths.get_base_path(twin.base_path)
-                    why = (
-                        twin_spec.when_identical
-                        if run.network_skipped and twin_spec.tiled_by_x4
-                        else spec.when_identical
-                    )
-                    notes.append(
-                        f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
-                        f"{source} base ({why}), so it was refined once"
-                    )
-            else:
-                content = run.bases[lv.base_path]
-                seconds = run.base_seconds[lv.base_path]
-            key = (lv.lora_scale, source)
-            if key not in run.scored:
-                seams = self._seams(run, lv, content.size)
-                run.scored[key] = score_level(
-                    content,
-                    baseline,
-                    run.low_res,
-                    run.ground_truth,
-                    seams=seams,
-                    check=lambda: check_cancel(run.cancel),
-                )
-            self._emit(
-                run,
-                LevelResult(
-                    lv.level,
-                    lv,
-                    "ok",
-                    image=self._compose(content, run.image, run.plan, run.request),
-                    message="; ".join(notes) or None,
-                    metrics=dict(run.scored[key]),
-                    seconds=seconds,
-                ),
-            )
-        run.timings["compose_and_metrics"] = run.timings.get("compose_and_metrics", 0.0) + time.perf_counter() - t
+    def _spec(self, base_path: str) -> BaseSpec:
+        return get_base_path(base_path, self.config.base_specs)
 
     def _seams(
-        self, run: _Run, level: presets.Level, size: tuple[int, int]
+        self, plan: _Plan, bases: _Bases, level: presets.Level, size: tuple[int, int]
     ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """Where the tiles of the paths that made ``level`` meet (for the seam score), or None
         when nothing was tiled: the ×4 network's crop tiles (scaled to the output) and, for a
         generative level, the diffusion tiles."""
         xs: set[int] = set()
         ys: set[int] = set()
-        if base_paths.get_base_path(level.base_path).tiled_by_x4 and not run.network_skipped:
-            tile, (lw, lh) = self.config.esrgan_tile, run.low_res.size
+        if self._spec(level.base_path).tiled_by_x4 and not bases.network_skipped:
+            tile, (lw, lh) = self.config.esrgan_tile, plan.low_res.size
             xs.update(round(x * size[0] / lw) for x in range(tile, lw, tile))
             ys.update(round(y * size[1] / lh) for y in range(tile, lh, tile))
         if level.generative:
@@ -472,14 +477,14 @@ class Engine:
         return (tuple(sorted(xs)), tuple(sorted(ys))) if xs or ys else None
 
     # ----------------------------------------------------------------- time estimate
-    def _costs_path(self) -> Path:
-        from pipelines.realesrgan import cache_dir
-
+    @staticmethod
+    def _costs_path() -> Path:
         return cache_dir() / "costs.json"
 
-    def _cost_key(self) -> str:
-        """Costs hold for this device, dtype, batch, ×4 network, diffusion models and settings
-        (a benchmark with other settings keeps its own entry)."""
+    def cost_key(self) -> str:
+        """The entry of ``costs.json`` this engine's costs are kept under: costs hold for this
+        device, dtype, batch, ×4 network, diffusion models and settings (a benchmark with other
+        settings keeps its own entry)."""
         what = json.dumps(
             [
                 self.config.upscaler,
@@ -500,32 +505,38 @@ class Engine:
             data = json.loads(self._costs_path().read_text())
         except (OSError, ValueError):
             return {}
-        got = data.get(self._cost_key(), {}) if isinstance(data, dict) else {}
+        got = data.get(self.cost_key(), {}) if isinstance(data, dict) else {}
         return {k: float(v) for k, v in got.items() if isinstance(v, int | float)}
 
-    def _learn_costs(self, run: _Run) -> None:
-        mp = run.plan.content[0] * run.plan.content[1] / 1e6
+    def _learn_costs(
+        self, image: LoadedImage, plan: _Plan, bases: _Bases, diffusion: _Diffusion, timings: Mapping[str, float]
+    ) -> None:
+        """Record what this run's stages cost (per megapixel) under :meth:`cost_key`."""
+        mp = plan.size.content[0] * plan.size.content[1] / 1e6
         learned = dict(self.costs())
-        for name in run.fresh_bases:
-            if base_paths.get_base_path(name).tiled_by_x4:
-                if not run.network_skipped:  # the network sees the input crop: its cost follows that
-                    learned["x4_per_input_mp"] = run.base_seconds[name] / (run.low_res.width * run.low_res.height / 1e6)
-            elif name in run.base_notes:  # the base did work beyond a resize (the JPEG cleanup)
-                input_mp = run.image.size[0] * run.image.size[1] / 1e6  # it works on the whole input
-                learned[f"base_{name}_per_input_mp"] = run.base_seconds[name] / input_mp
-        for scale, n in run.passes.items():
-            if f"diffusion_{scale:g}" in run.timings:
-                learned[f"diffusion_{scale:g}_per_mp"] = run.timings[f"diffusion_{scale:g}"] / (mp * n)
-        bases_refined = sum(run.passes.values())
-        if bases_refined and "vae_decode" in run.timings:
-            vae = run.timings.get("vae_encode", 0.0) + run.timings["vae_decode"]
+        for name in bases.fresh:
+            if self._spec(name).tiled_by_x4:
+                if not bases.network_skipped:  # the network sees the input crop: its cost follows that
+                    learned["x4_per_input_mp"] = bases.seconds[name] / (plan.low_res.width * plan.low_res.height / 1e6)
+            elif name in bases.notes:  # the base did work beyond a resize (the JPEG cleanup)
+                input_mp = image.size[0] * image.size[1] / 1e6  # it works on the whole input
+                learned[f"base_{name}_per_input_mp"] = bases.seconds[name] / input_mp
+        for scale, n in diffusion.passes.items():
+            if f"diffusion_{scale:g}" in timings:
+                learned[f"diffusion_{scale:g}_per_mp"] = timings[f"diffusion_{scale:g}"] / (mp * n)
+        bases_refined = sum(diffusion.passes.values())
+        if bases_refined and "vae_decode" in timings:
+            vae = timings.get("vae_encode", 0.0) + timings["vae_decode"]
             learned["vae_per_mp"] = vae / (mp * bases_refined)
-        learned["finish_per_mp_level"] = run.timings.get("compose_and_metrics", 0.0) / (mp * max(1, len(run.levels)))
+        learned["finish_per_mp_level"] = timings.get("compose_and_metrics", 0.0) / (mp * max(1, len(plan.levels)))
+        self._store_costs(learned)
+
+    def _store_costs(self, learned: dict[str, float]) -> None:
         path = self._costs_path()
         try:
             data = json.loads(path.read_text()) if path.exists() else {}
             data = data if isinstance(data, dict) else {}
-            data[self._cost_key()] = learned
+            data[self.cost_key()] = learned
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=1))
@@ -547,7 +558,7 @@ class Engine:
         total = costs.get("finish_per_mp_level", 0.0) * mp * len(levels)
         crop = (plan.crop[2] - plan.crop[0], plan.crop[3] - plan.crop[1])
         for name in {lv.base_path for lv in levels}:
-            if base_paths.get_base_path(name).tiled_by_x4:
+            if self._spec(name).tiled_by_x4:
                 if not skips_network(crop, plan.content):
                     if "x4_per_input_mp" not in costs:
                         return None
@@ -563,81 +574,63 @@ class Engine:
                 total += (costs[f"diffusion_{scale:g}_per_mp"] + costs.get("vae_per_mp", 0.0)) * mp * n
         return total
 
-    @staticmethod
-    def _emit(run: _Run, result: LevelResult) -> None:
-        run.results[result.level] = result
-        if run.on_level is not None:
-            run.on_level(result)
-
     def _base_key(self, path: str, image: LoadedImage, plan: SizePlan) -> tuple[Any, ...]:
         return (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
 
-    def _base(self, path: str, run: _Run) -> tuple[Image.Image, str | None]:
+    def _base(self, path: str, call: _Call, plan: _Plan) -> tuple[Image.Image, str | None]:
         """One base path's image at the content size, and a note on what ran (or None): the
-        registry's ``make`` (``pipelines.base.BASE_PATHS``), cached across runs."""
-        key = self._base_key(path, run.image, run.plan)
+        registry's ``make`` (``config.base_specs``), cached across runs. The base path gets the
+        ×4 network's loader and settings, not the engine."""
+        key = self._base_key(path, call.image, plan.size)
         if key in self._base_cache:
             self._base_cache.move_to_end(key)
             return self._base_cache[key]
-        context = base_paths.BaseContext(
-            engine=self,
-            image=run.image,
-            low_res=run.low_res,
-            plan=run.plan,
-            progress=run.progress,
-            cancel=run.cancel,
+        neural = NeuralSettings(
+            device=self.device,
+            dtype=self.dtype,
+            tile=self.config.esrgan_tile,
+            pad=self.config.esrgan_pad,
+            batch_size=self.batch_size,
         )
-        out, note = base_paths.get_base_path(path).make(context)
+        context = BaseContext(
+            image=call.image,
+            low_res=plan.low_res,
+            plan=plan.size,
+            neural=neural,
+            upscaler=functools.partial(self.upscaler, call.cancel),
+            progress=call.progress,
+            cancel=call.cancel,
+        )
+        out, note = self._spec(path).make(context)
         self._base_cache[key] = (out, note)
         while len(self._base_cache) > self.config.base_cache_size:
             self._base_cache.popitem(last=False)
         return out, note
 
-    @staticmethod
-    def _compose(content: Image.Image, image: LoadedImage, plan: SizePlan, request: UpscaleRequest) -> Image.Image:
-        """Re-attach alpha (bicubic-resized), restore grayscale, place into the canvas."""
-        out = content.convert("L") if image.grayscale else content
-        if image.alpha is not None:
-            alpha = base_paths.bicubic(image.alpha.crop(plan.crop), plan.content)
-            out = out.convert("LA" if image.grayscale else "RGBA")
-            out.putalpha(alpha)
-        if plan.canvas == plan.content:
-            return out
-        if image.alpha is not None:
-            canvas = Image.new(out.mode, plan.canvas, 0)
-        else:
-            color = request.background_color
-            fill: int | tuple[int, int, int] = (
-                round(0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]) if image.grayscale else color
-            )
-            canvas = Image.new(out.mode, plan.canvas, fill)
-        canvas.paste(out, plan.offset)
-        return canvas
-
     def _manifest(
         self,
         image: LoadedImage,
-        request: UpscaleRequest,
-        plan: SizePlan,
-        seed: int,
+        plan: _Plan,
         levels: list[LevelResult],
         timings: dict[str, float],
         warnings: list[str],
     ) -> dict[str, Any]:
-        req = request.to_json()
-        req["seed"] = seed
+        req = plan.request.to_json()
+        req["upscale_strength"] = plan.request.strength  # what ran: the table's default when none was given
+        req["seed"] = plan.seed
         req["levels"] = [lv.level for lv in levels]
+        size = plan.size
         return {
             "format": "upscale-lab-manifest/1",
             "input": {"sha256": image.sha256, "size": list(image.size), "format": image.format},
             "request": req,
             "plan": {
-                "crop": list(plan.crop),
-                "content": list(plan.content),
-                "canvas": list(plan.canvas),
-                "offset": list(plan.offset),
+                "crop": list(size.crop),
+                "content": list(size.content),
+                "canvas": list(size.canvas),
+                "offset": list(size.offset),
             },
-            "seed": seed,
+            "seed": plan.seed,
             "device": self.device_label(),
             "batch_size": self.batch_size,
             "models": {
@@ -669,6 +662,125 @@ class Engine:
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
+
+
+class _Finisher:
+    """Steps 4 and 5 of a run, for each level as soon as its image is ready: compose it into
+    the canvas (4), score it against the baseline (5; a level whose pixels equal another's
+    reuses its scores) and hand it on (``on_level``). ``results``: what it has handed on, by
+    level number; ``seconds``: the time composing and scoring took."""
+
+    def __init__(
+        self,
+        call: _Call,
+        plan: _Plan,
+        bases: _Bases,
+        *,
+        table: presets.LevelTable,
+        spec: Callable[[str], BaseSpec],
+        seams: Callable[[presets.Level, tuple[int, int]], tuple[tuple[int, ...], tuple[int, ...]] | None],
+    ) -> None:
+        """``spec``: the base-path registry's lookup; ``seams(level, size)``: where the tiles
+        that made ``level`` meet (None: nothing was tiled)."""
+        self._call, self._plan, self._bases = call, plan, bases
+        self._table, self._spec, self._seams = table, spec, seams
+        self._baseline = bases.images[table.baseline.base_path]
+        self._scored: dict[tuple[float, str], dict[str, float]] = {}
+        self.results: dict[int, LevelResult] = {}
+        self.seconds = 0.0
+
+    def from_bases(self, levels: list[presets.Level]) -> None:
+        """Finish ``levels`` without diffusion: each is its base image."""
+        t = time.perf_counter()
+        for lv in levels:
+            base = self._bases.images[lv.base_path]
+            self._finish(lv, base, self._bases.seconds[lv.base_path], self._notes(lv))
+        self.seconds += time.perf_counter() - t
+
+    def refined(self, levels: list[presets.Level], picture: Image.Image, diffusion_seconds: float) -> None:
+        """Finish ``levels`` (one LoRA scale, one distinct base) with their diffusion result
+        ``picture``; ``diffusion_seconds``: the pass's share of its scale's diffusion time."""
+        t = time.perf_counter()
+        for lv in levels:
+            notes = self._notes(lv)
+            if lv.base_path in self._bases.same_as:
+                notes.append(self._twin_note(lv))
+            self._finish(lv, picture, self._bases.seconds[lv.base_path] + diffusion_seconds, notes)
+        self.seconds += time.perf_counter() - t
+
+    def unavailable(self, levels: list[presets.Level], status: Status, message: str, reason: str) -> None:
+        """Hand on ``levels`` without an image (their weights are missing or broken)."""
+        for lv in levels:
+            self._emit(LevelResult(lv.level, lv, status, message=message, reason=reason))
+
+    def _notes(self, lv: presets.Level) -> list[str]:
+        """What the level's base path did that its reader should know."""
+        bases = self._bases
+        notes = [NETWORK_SKIPPED] if bases.network_skipped and self._spec(lv.base_path).tiled_by_x4 else []
+        return notes + ([bases.notes[lv.base_path]] if lv.base_path in bases.notes else [])
+
+    def _twin_note(self, lv: presets.Level) -> str:
+        """Why a generative level repeats another's result: its base equals that level's."""
+        source = self._bases.source(lv.base_path)
+        twin = self._table.level_for(source, lv.lora_scale)
+        twin_spec = self._spec(twin.base_path)
+        why = (
+            twin_spec.when_identical
+            if self._bases.network_skipped and twin_spec.tiled_by_x4
+            else self._spec(lv.base_path).when_identical
+        )
+        return (
+            f"same result as level {twin.level}: its {lv.base_path} base is identical to the "
+            f"{source} base ({why}), so it was refined once"
+        )
+
+    def _finish(self, lv: presets.Level, content: Image.Image, seconds: float, notes: list[str]) -> None:
+        call, plan = self._call, self._plan
+        image = compose(content, call.image, plan.size, plan.request)  # 4. canvas, alpha, grayscale
+        key = (lv.lora_scale, self._bases.source(lv.base_path))
+        if key not in self._scored:  # 5. metrics, once per distinct image
+            self._scored[key] = score_level(
+                content,
+                self._baseline,
+                plan.low_res,
+                call.ground_truth,
+                seams=self._seams(lv, content.size),
+                check=lambda: check_cancel(call.cancel),
+            )
+        message = "; ".join(notes) or None
+        self._emit(
+            LevelResult(
+                lv.level, lv, "ok", image=image, message=message, metrics=dict(self._scored[key]), seconds=seconds
+            )
+        )
+
+    def _emit(self, result: LevelResult) -> None:
+        self.results[result.level] = result
+        if self._call.on_level is not None:
+            self._call.on_level(result)
+
+
+def compose(content: Image.Image, image: LoadedImage, plan: SizePlan, request: UpscaleRequest) -> Image.Image:
+    """A level's content image as the request's output: alpha re-attached (bicubic-resized),
+    grayscale restored, placed into the canvas (``request.background_color`` around it, or
+    transparent for an input with alpha)."""
+    out = content.convert("L") if image.grayscale else content
+    if image.alpha is not None:
+        alpha = bicubic(image.alpha.crop(plan.crop), plan.content)
+        out = out.convert("LA" if image.grayscale else "RGBA")
+        out.putalpha(alpha)
+    if plan.canvas == plan.content:
+        return out
+    if image.alpha is not None:
+        canvas = Image.new(out.mode, plan.canvas, 0)
+    else:
+        color = request.background_color
+        fill: int | tuple[int, int, int] = (
+            round(0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]) if image.grayscale else color
+        )
+        canvas = Image.new(out.mode, plan.canvas, fill)
+    canvas.paste(out, plan.offset)
+    return canvas
 
 
 def recommend_level(levels: list[LevelResult], floor: float) -> Recommendation:

@@ -19,8 +19,10 @@ import functools
 import hashlib
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,31 +31,34 @@ import presets
 from pipelines.errors import InputError, LabError
 
 # Pillow's format id → the name a person knows it by.
-ACCEPTED_FORMATS: dict[str, str] = {
-    "PNG": "PNG",
-    "JPEG": "JPEG",
-    "MPO": "JPEG (multi-picture)",
-    "HEIF": "HEIC/HEIF",
-    "AVIF": "AVIF",
-    "WEBP": "WebP",
-    "TIFF": "TIFF",
-    "BMP": "BMP",
-    "GIF": "GIF",
-}
-ALLOWED_FORMATS = tuple(ACCEPTED_FORMATS)
+ACCEPTED_FORMATS: Mapping[str, str] = MappingProxyType(
+    {
+        "PNG": "PNG",
+        "JPEG": "JPEG",
+        "MPO": "JPEG (multi-picture)",
+        "HEIF": "HEIC/HEIF",
+        "AVIF": "AVIF",
+        "WEBP": "WebP",
+        "TIFF": "TIFF",
+        "BMP": "BMP",
+        "GIF": "GIF",
+    }
+)
 ACCEPTED_NAMES = ", ".join(name for fmt, name in ACCEPTED_FORMATS.items() if fmt != "MPO")
 ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # several frames = an animation: refused
 
 # ISO base media files (HEIF, AVIF, MP4, ...) start with an ``ftyp`` box naming a brand.
-_REFUSED_BRANDS = {
-    b"crx ": "Canon raw (CR3)",
-    b"qt  ": "QuickTime video",
-    **{b: "MP4 video" for b in (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash")},
-    b"M4V ": "MP4 video",
-    b"3gp4": "3GP video",
-    b"3gp5": "3GP video",
-    b"jxl ": "JPEG XL",
-}
+_REFUSED_BRANDS: Mapping[bytes, str] = MappingProxyType(
+    {
+        b"crx ": "Canon raw (CR3)",
+        b"qt  ": "QuickTime video",
+        **{b: "MP4 video" for b in (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash")},
+        b"M4V ": "MP4 video",
+        b"3gp4": "3GP video",
+        b"3gp5": "3GP video",
+        b"jxl ": "JPEG XL",
+    }
+)
 # Magic bytes at the start of formats people send that this lab does not read.
 _REFUSED_MAGIC = (
     (b"\xff\x0a", "JPEG XL"),
@@ -180,7 +185,7 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "?"
-            if fmt not in ALLOWED_FORMATS:
+            if fmt not in ACCEPTED_FORMATS:
                 raise InputError(f"{fmt} images are not supported; accepted formats: {ACCEPTED_NAMES}")
             w, h = img.size
             if w < 1 or h < 1:

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
 import presets
 from pipelines.errors import ModelMissingError, WeightsError
+from pipelines.refiner import LORA_ADAPTER, Refiner, refiner_from_parts
 
 log = logging.getLogger(__name__)
 
-LORA_ADAPTER = "detail"
 FETCH_COMMAND = "python cli.py download"
 
 
@@ -75,14 +76,16 @@ class Part:
         return presets.MODELS[self.id]
 
 
-PARTS: dict[str, Part] = {
-    p.id: p
-    for p in (
-        Part("sd15", "sd15"),
-        Part("controlnet_tile", "controlnet"),
-        Part("detail_lora", "lora", single_file=True),
-    )
-}
+PARTS: Mapping[str, Part] = MappingProxyType(
+    {
+        p.id: p
+        for p in (
+            Part("sd15", "sd15"),
+            Part("controlnet_tile", "controlnet"),
+            Part("detail_lora", "lora", single_file=True),
+        )
+    }
+)
 if tuple(PARTS) != presets.DIFFUSION_MODEL_IDS:
     raise ValueError(f"PARTS {tuple(PARTS)} must list presets.DIFFUSION_MODEL_IDS {presets.DIFFUSION_MODEL_IDS}")
 
@@ -274,10 +277,13 @@ def _load(model_id: str, path: Path, fn: Callable[[], Any]) -> Any:
         raise
 
 
-def load_refiner(models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False) -> Any:
+def load_refiner(
+    models: DiffusionModels, device: torch.device, dtype: torch.dtype, *, download: bool = False
+) -> Refiner:
     """Load SD 1.5's parts, the tile ControlNet (``.safetensors`` or ``.bin``, whichever the
-    folder holds) and the detail LoRA (adapter ``detail``, any format diffusers' ``load_lora_weights``
-    converts: diffusers/PEFT or Kohya/A1111) into a :class:`pipelines.refiner.Refiner`.
+    folder holds) and the detail LoRA (adapter :data:`~pipelines.refiner.LORA_ADAPTER`, any
+    format diffusers' ``load_lora_weights`` converts: diffusers/PEFT or Kohya/A1111) into a
+    :class:`~pipelines.refiner.Refiner`.
 
     Raises ModelMissingError listing every part that is not available, WeightsError for a
     part that is there but does not load.
@@ -285,8 +291,6 @@ def load_refiner(models: DiffusionModels, device: torch.device, dtype: torch.dty
     from diffusers import ControlNetModel, StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
-
-    from pipelines.refiner import refiner_from_parts
 
     diffusers_logging.set_verbosity_error()  # their load-time chatter is not our user's business
     diffusers_logging.disable_progress_bar()

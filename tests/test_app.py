@@ -16,13 +16,19 @@ PHOTO = str(ROOT / "examples" / "astronaut_portrait.png")
 
 
 def test_app_builds_without_weights_and_loads_nothing(missing_engine):
-    import gradio as gr
 
-    with serving(None) as lab_app:  # the engine served before comes back afterwards
-        demo = lab_app.build_ui(missing_engine)
-        assert isinstance(demo, gr.Blocks)
+    from lab.form import FORM_FIELDS
+    from lab.ui import build_ui
+    from lab.weights import status_markdown
+
+    with serving(None):  # the engine served before comes back afterwards
+        demo = build_ui(missing_engine)
+        api = demo.get_api_info()["named_endpoints"]
         assert not any(s.startswith("loaded") for s in missing_engine.model_status().values())  # nothing loaded
-        assert "missing" in lab_app.status_markdown()
+        assert "missing" in status_markdown()
+    # the public API keeps its shape: the form's fields, then the single level's strength and switch
+    assert len(api["/grid"]["parameters"]) == len(FORM_FIELDS) == 10
+    assert len(api["/upscale"]["parameters"]) == len(FORM_FIELDS) + 2
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +72,14 @@ def test_single_upscale_honours_size(client):
 def test_the_form_and_the_flags_build_the_same_request():
     """The app's form and the CLI's flags go through one builder: the same fields give the same
     request, and the same message for a bad width."""
-    import app as lab_app
     import cli
     import presets
+    from lab.form import UIInput
     from pipelines.errors import RequestError
     from pipelines.request import Percent
 
     def form(width="200%"):
-        return lab_app.UIInput.of(None, "", width, "", "crop", "8", "cows", "", 7, False)
+        return UIInput.of(None, "", width, "", "crop", "8", "cows", "", 7, False)
 
     def flags(command, *extra, width="200%"):
         args = [command, "x.png", "-o", "out", "--width", width, "--fit", "crop", "--padding", "8", "--prompt", "cows"]

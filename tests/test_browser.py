@@ -116,7 +116,7 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
 @pytest.mark.browser
 def test_closing_the_page_stops_the_run(lab_server, run_outcomes):
     """A person closes the tab mid-run: the run is cancelled and the engine is free again."""
-    import app as lab_app
+    from lab import supervision
 
     require_chromium()
     from playwright.sync_api import sync_playwright
@@ -127,7 +127,7 @@ def test_closing_the_page_stops_the_run(lab_server, run_outcomes):
         page.close()
         browser.close()
     stopped_in = time.monotonic() - t + run_outcomes.wait_done()
-    assert not lab_app._CANCELS  # no session still holds a run
+    assert not supervision.CANCELS.sessions()  # no session still holds a run
     assert run_outcomes.outcomes == ["Cancelled"]  # stopped, not run to the end
     record("browser_tab_closed", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
 

@@ -85,7 +85,7 @@ def test_a_run_waiting_for_a_model_load_can_be_cancelled(tiny_models, photo):
     loading, release = threading.Event(), threading.Event()
 
     def slow_load() -> None:  # holds the lock as a long load would
-        with engine._models(None):
+        with engine.loading_lock():
             loading.set()
             release.wait(120)
 

@@ -28,13 +28,15 @@ def test_gradio_client_job_cancel_stops_the_run(lab_server, run_outcomes):
     from gradio_client import Client, handle_file
 
     client = Client(lab_server + "/", verbose=False)
-    job = client.submit(handle_file(str(PORTRAIT)), *GRID_ARGS, api_name="/grid")
-    run_outcomes.wait_started()
-    t = time.monotonic()
-    assert job.cancel()  # returns once gradio's /cancel has stopped the handler
-    run_outcomes.wait_done()
-    stopped_in = time.monotonic() - t
-    client.close()
+    try:
+        job = client.submit(handle_file(str(PORTRAIT)), *GRID_ARGS, api_name="/grid")
+        run_outcomes.wait_started()
+        t = time.monotonic()
+        assert job.cancel()  # returns once gradio's /cancel has stopped the handler
+        run_outcomes.wait_done()
+        stopped_in = time.monotonic() - t
+    finally:
+        client.close()  # (the fixture stops any run still going)
     assert run_outcomes.outcomes == ["Cancelled"], "the run went on after job.cancel()"
     assert stopped_in < 30
     record("gradio_client_cancel", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
@@ -67,13 +69,15 @@ def test_rest_client_hanging_up_stops_the_run(lab_server, run_outcomes):
     ).encode()
     url = urlparse(lab_server)
     sock = socket.create_connection((url.hostname, url.port), timeout=10)
-    sock.sendall(
-        b"POST /api/v1/upscale HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    run_outcomes.wait_started()
-    sock.close()  # hang up mid-run
+    try:
+        sock.sendall(
+            b"POST /api/v1/upscale HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        run_outcomes.wait_started()
+    finally:
+        sock.close()  # hang up mid-run
     stopped_in = run_outcomes.wait_done()
     assert run_outcomes.outcomes == ["Cancelled"], "the run went on after the REST client hung up"
     record("rest_hangup", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
@@ -85,9 +89,11 @@ def test_server_keeps_serving_after_cancellations(lab_server, run_outcomes):
 
     client = Client(lab_server + "/", verbose=False)
     t = time.monotonic()
-    img, *_ = client.predict(
-        handle_file(str(PORTRAIT)), "", "128", "", "canvas", "", "", "", 1, False, 5, True, api_name="/upscale"
-    )
-    client.close()
+    try:
+        img, *_ = client.predict(
+            handle_file(str(PORTRAIT)), "", "128", "", "canvas", "", "", "", 1, False, 5, True, api_name="/upscale"
+        )
+    finally:
+        client.close()
     assert Path(img).exists() and run_outcomes.outcomes == ["finished"]
     assert time.monotonic() - t < 120

@@ -221,6 +221,16 @@ def test_missing_weights_is_a_state(missing_engine, photo):
     assert [x["status"] for x in manifest["levels"]] == ["missing"] * 6 + ["ok"] * 3
 
 
+def test_a_request_without_strength_runs_the_engines_default(photo):
+    """An engine whose table's default strength is 2 runs level 2 for a request that names no
+    strength (built on the lab's own table, as the REST door and the CLI build them)."""
+    two = replace(presets.TABLE, default_strength=2)
+    engine = Engine(EngineConfig(table=two, device="cpu"))  # no diffusion weights: level 2 is "missing", fast
+    result = engine.run(photo, UpscaleRequest(width=96, seed=1))
+    assert [lv.level for lv in result.levels] == [2] and result.manifest["request"]["levels"] == [2]
+    assert result.manifest["request"]["upscale_strength"] == 2
+
+
 def test_manifest_replays(nine, tiny_engine, photo):
     result, _ = nine
     m = json.loads(result.manifest_json())
@@ -282,13 +292,13 @@ def test_wavelet_fix_in_strips_equals_the_whole_image():
     g = torch.Generator().manual_seed(0)
     image = torch.rand((1, 3, 3 * r.WAVELET_STRIP + 41, 70), generator=g)
     ref = torch.rand(image.shape, generator=g)
-    levels = r._wavelet_levels(*image.shape[-2:])
-    whole = (image - r._lowpass(image, levels) + r._lowpass(ref, levels)).clamp(0, 1)
+    levels = r.wavelet_levels(*image.shape[-2:])
+    whole = (image - r.wavelet_lowpass(image, levels) + r.wavelet_lowpass(ref, levels)).clamp(0, 1)
     strips = r.wavelet_color_fix(image, ref)
     assert torch.allclose(strips, whole, atol=1e-6, rtol=0)
 
 
-def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monkeypatch):
+def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo):
     """Each (base, tile) control image is embedded once per run, not once per step, scale and
     guidance half; the result equals embedding it on every call."""
     from pipelines import refiner as r
@@ -314,8 +324,7 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo, monk
         cached = r.refine(ref, job).images
         assert calls[0] == tiles
         calls[0] = 0
-        monkeypatch.setattr(r, "COND_CACHE_BYTES", 0)  # nothing kept: embedded on every call
-        fresh = r.refine(ref, job).images
+        fresh = r.refine(ref, replace(job, cond_cache_bytes=0)).images  # nothing kept: embedded on every call
         steps = sum(max(1, int(v.steps * v.denoise_strength)) for v in job.settings.values())
         assert calls[0] == tiles * steps
     finally:
@@ -436,8 +445,8 @@ def test_time_estimate_follows_what_each_stage_sees(tiny_models, monkeypatch):
     assert engine.estimate_seconds((64, 64), clean) == pytest.approx(finish)  # a PNG: no cleanup expected
     assert engine.estimate_seconds((64, 64), clean, jpeg=True) == pytest.approx(3.0 * 64 * 64 / 1e6 + finish)
     other = Engine(EngineConfig(models=tiny_models, settings={**tiny_settings()}, device="cpu", dtype="fp32"))
-    assert other._cost_key() == engine._cost_key()
+    assert other.cost_key() == engine.cost_key()
     changed = {s: replace(v, steps=v.steps + 1) for s, v in tiny_settings().items()}
-    assert Engine(EngineConfig(models=tiny_models, settings=changed, device="cpu", dtype="fp32"))._cost_key() != (
-        engine._cost_key()
+    assert Engine(EngineConfig(models=tiny_models, settings=changed, device="cpu", dtype="fp32")).cost_key() != (
+        engine.cost_key()
     )

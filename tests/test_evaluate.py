@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-import evaluate
+from evaluation.aggregate import aggregate, recommendation_check
+from evaluation.dataset import Degradation, image_seed
+from evaluation.html_report import recommendation_html
+from evaluation.markdown import recommendation_markdown
+from evaluation.outputs import write_outputs
+from evaluation.per_image import thumbnail
+from evaluation.scores import SUMMARY_COLUMNS
 from pipelines.metrics import sr_scores, to_y_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +70,11 @@ def test_y_channel_and_shave_conventions():
 
 def test_degradations_are_seeded_and_composable():
     lr = Image.fromarray(data.astronaut()).resize((32, 32))
-    deg = evaluate.Degradation(blur=1.0, noise=5.0, jpeg=30)
+    deg = Degradation(blur=1.0, noise=5.0, jpeg=30)
     a, b = deg.apply(lr, 7), deg.apply(lr, 7)
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(deg.apply(lr, 8)))
-    assert evaluate.image_seed(0, "x") == evaluate.image_seed(0, "x") != evaluate.image_seed(1, "x")
+    assert image_seed(0, "x") == image_seed(0, "x") != image_seed(1, "x")
 
 
 def test_end_to_end_every_output_and_resume(dataset, tiny_flags, tmp_path):
@@ -199,7 +205,7 @@ def synthetic_records() -> list[dict]:
     level 1, LR-consistency at level 4; level 2 not run; level 8 is the baseline (inf)."""
     import presets
 
-    thumb = evaluate.thumbnail(Image.new("RGB", (8, 6), (90, 120, 200)), width=8)
+    thumb = thumbnail(Image.new("RGB", (8, 6), (90, 120, 200)), width=8)
     records = []
     for i, name in enumerate(["CSun_Hays80__a<b>&c", "CSun_Hays80__z"]):
         levels = {}
@@ -248,7 +254,7 @@ def test_html_report_renders_a_real_table(tmp_path):
     args = argparse.Namespace(
         levels=list(presets.LEVEL_NUMBERS), folders=["data/CSun_Hays80"], scale=4, fidelity_floor=25.0
     )
-    evaluate.write_outputs(tmp_path, synthetic_records(), args, evaluate.Degradation(jpeg=30))
+    write_outputs(tmp_path, synthetic_records(), args, Degradation(jpeg=30))
     page = (tmp_path / "report.html").read_text()
     doc = parse_html(page)
     title = "CSun_Hays80 ×4 (degradation: JPEG q30)"
@@ -257,7 +263,7 @@ def test_html_report_renders_a_real_table(tmp_path):
 
     (table,) = doc.find_all("table", "scores")
     heads = table.find_all("thead")[0].find_all("th")
-    columns = evaluate.SUMMARY_COLUMNS
+    columns = SUMMARY_COLUMNS
     assert [h.text() for h in heads[:3]] == ["Level", "Recipe", "Images"] and len(heads) == 3 + len(columns)
     for head, column in zip(heads[3:], columns, strict=True):
         assert head.text().startswith(column.name) and column.unit in head.text()  # "PSNR-Y↑dB", "Time↓s / image"
@@ -306,12 +312,12 @@ def test_plots_against_level_are_padded():
     from types import SimpleNamespace
 
     import presets
-    from views import LEVEL_AXIS_PAD, scores_figure
+    from figures import LEVEL_AXIS_PAD, scores_figure, scores_vs_level_figure
 
-    summary = evaluate.aggregate(synthetic_records(), [7, 8, 9])
+    summary = aggregate(synthetic_records(), [7, 8, 9])
     wanted = (presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)
     assert LEVEL_AXIS_PAD >= 0.3
-    for ax in evaluate.scores_vs_level_figure(summary).axes:
+    for ax in scores_vs_level_figure(summary).axes:
         assert ax.get_xlim() == pytest.approx(wanted)
     levels = [
         SimpleNamespace(
@@ -330,17 +336,17 @@ def test_recommendation_check_follows_the_floor():
     30 dB everywhere but 35 at level 4: floor 25 picks level 1 on both images, floor 32 level 4,
     floor 40 none; the recommended row equals the picked level's scores."""
     records = synthetic_records()
-    low = evaluate.recommendation_check(records, 25.0)
+    low = recommendation_check(records, 25.0)
     assert low["picks"] == {"1": 2} and low["images"] == 2
     assert low["recommended"]["niqe"]["mean"] == pytest.approx(3.2)
     assert low["recommended"] == low["fixed"]["1"]
     assert "2" not in low["fixed"]  # level 2 did not run on these images: no like-for-like comparison
-    high = evaluate.recommendation_check(records, 32.0)
+    high = recommendation_check(records, 32.0)
     assert high["picks"] == {"4": 2} and high["recommended"]["lr_consistency"]["mean"] == pytest.approx(35.0)
-    none = evaluate.recommendation_check(records, 40.0)
+    none = recommendation_check(records, 40.0)
     assert none["picks"] == {"none": 2} and none["images"] == 0
-    md = evaluate.recommendation_markdown(high)
+    md = recommendation_markdown(high)
     assert "level 4 × 2" in md and "| recommended | " in md and "| 4 (always) | " in md
-    assert "no image had a recommendation" in evaluate.recommendation_markdown(none)
-    page = evaluate.recommendation_html(high)
+    assert "no image had a recommendation" in recommendation_markdown(none)
+    page = recommendation_html(high)
     assert page.count("<tr>") == 1 + 1 + len(high["fixed"]) and "level 4 × 2" in page

@@ -151,22 +151,22 @@ def test_fetch_weights_in_the_lab(hub, tmp_path, monkeypatch):
     """The status panel's Fetch weights action: off (with the reason) offline and on a Space;
     on a self-hosted server it fetches every missing file with per-file progress, and the
     engine then finds the parts."""
-    import app as lab_app
+    from lab.weights import fetch_unavailable_reason, fetch_weights
     from pipelines.engine import Engine, EngineConfig
 
     engine = Engine(EngineConfig(device="cpu"))  # the default hub ids
-    assert "HF_HUB_OFFLINE" in lab_app.fetch_unavailable_reason(engine)
+    assert "HF_HUB_OFFLINE" in fetch_unavailable_reason(engine)
     monkeypatch.setenv("SPACE_ID", "someone/lab")
-    assert "preload_from_hub" in lab_app.fetch_unavailable_reason(engine)
+    assert "preload_from_hub" in fetch_unavailable_reason(engine)
     monkeypatch.delenv("SPACE_ID")
     steps: list[tuple[str, int, int]] = []
     with hub.activate(hf_home=tmp_path / "hf"):
-        assert lab_app.fetch_unavailable_reason(engine) is None
+        assert fetch_unavailable_reason(engine) is None
         assert all(engine.model_status()[m].startswith("missing") for m in DIFFUSION)
-        lab_app.fetch_weights(lambda message, done, total: steps.append((message, done, total)), engine=engine)
+        fetch_weights(lambda message, done, total: steps.append((message, done, total)), engine=engine)
         status = engine.model_status()
         assert all(status[m].startswith("available") for m in DIFFUSION), status
-        assert lab_app.fetch_unavailable_reason(engine) == "every model is here."
+        assert fetch_unavailable_reason(engine) == "every model is here."
     total = sum(len(presets.MODELS[m].files) for m in DIFFUSION)
     assert steps[0][0].startswith(f"{total} files") and steps[-1][1:] == (total, total)
     assert [d for _, d, _ in steps] == sorted(d for _, d, _ in steps)  # progress only moves forward

@@ -3,8 +3,8 @@ tiny models. Every consumer (engine, manifest, grid image, score tables, evaluat
 follow the engine's table; none may assume 3×3 or levels 1..9.
 
 The wide table: 4 base paths × 3 effects = 12 levels in 3 rows × 4 columns, the fourth base
-path ("nearest", a PIL nearest-neighbour resize) registered by the test. The tall table: 3 base
-paths × 4 effects, with a "light" effect at LoRA 0.25 and diffusion settings of its own.
+path ("nearest", a PIL nearest-neighbour resize) in a base-path registry of the test's own,
+given to the engine's config. The tall table: 3 base paths × 4 effects, with a "light" effect at LoRA 0.25 and diffusion settings of its own.
 """
 
 import argparse
@@ -15,14 +15,14 @@ import pytest
 from conftest import serving
 from PIL import Image
 
+import figures
 import presets
-import views
+from figures import HEATMAP_FULL_SCALE
 from pipelines import base as base_paths
 from pipelines.engine import Engine, EngineConfig
 from pipelines.errors import RequestError
 from pipelines.request import UpscaleRequest, parse_request
 from testing.tiny import tiny_settings
-from views import HEATMAP_FULL_SCALE
 
 Level = presets.Level
 WIDE = presets.LevelTable(
@@ -79,16 +79,12 @@ def arr(image):
     return np.asarray(image).astype(int)
 
 
-@pytest.fixture(scope="module")
-def registered():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(base_paths.BASE_PATHS, "nearest", base_paths.BaseSpec("nearest", nearest))
-        yield
+WITH_NEAREST = {**base_paths.BASE_SPECS, "nearest": base_paths.BaseSpec("nearest", nearest)}  # the wide table's
 
 
 @pytest.fixture(scope="module")
-def wide_engine(registered, tiny_engine):
-    config = EngineConfig(table=WIDE, settings=tiny_settings(), device="cpu", dtype="fp32")
+def wide_engine(tiny_engine):
+    config = EngineConfig(table=WIDE, base_specs=WITH_NEAREST, settings=tiny_settings(), device="cpu", dtype="fp32")
     return Engine(config, refiner=tiny_engine.refiner(), upscaler=tiny_engine.upscaler())
 
 
@@ -131,12 +127,17 @@ def test_requests_are_checked_against_the_engines_table(wide_engine, tiny_engine
         tiny_engine.run(photo, UpscaleRequest(width=64, levels=(12,), table=WIDE))  # an engine of nine levels
 
 
-def test_an_engine_refuses_a_table_it_cannot_run(registered):
+def test_an_engine_refuses_a_table_it_cannot_run():
     with pytest.raises(ValueError, match=r"no DiffusionSettings for LoRA scale\(s\) 0.25"):
         Engine(EngineConfig(table=TALL, settings=tiny_settings(), device="cpu"))
-    with pytest.raises(ValueError, match="unknown base path 'nearest'"), pytest.MonkeyPatch.context() as mp:
-        mp.delitem(base_paths.BASE_PATHS, "nearest")
+    with pytest.raises(ValueError, match="unknown base path 'nearest'"):  # the default registry lacks it
         Engine(EngineConfig(table=WIDE, settings=tiny_settings(), device="cpu"))
+
+
+def test_the_base_path_registry_is_read_only():
+    with pytest.raises(TypeError):
+        base_paths.BASE_SPECS["nearest"] = base_paths.BaseSpec("nearest", nearest)  # type: ignore[index]
+    assert "nearest" not in base_paths.BASE_SPECS
 
 
 def grid_cells(sheet: Image.Image, table: presets.LevelTable, cell_h: int) -> dict[int, Image.Image]:
@@ -153,7 +154,7 @@ def grid_cells(sheet: Image.Image, table: presets.LevelTable, cell_h: int) -> di
 
 
 def test_files_and_score_tables_follow_the_table(wide):
-    import app as lab_app
+    from lab.views import score_table
     from pipelines import report
 
     sheet = report.grid_image(wide, cell_width=CELL)
@@ -165,16 +166,19 @@ def test_files_and_score_tables_follow_the_table(wide):
     assert rows[11]["recipe"] == "nearest neighbour · off (LoRA 0)" and rows[9]["psnr_vs_bicubic"] == "inf"
     body = [line for line in report.metrics_markdown(wide).splitlines() if line.startswith("| ")][2:]
     assert [line.split(" | ")[0] for line in body] == [f"| {n}" for n in range(1, 13)]
-    assert [r[0] for r in lab_app.score_table(wide)] == [str(n) for n in range(1, 13)]
-    axes = views.scores_figure(wide).axes
+    assert [r[0] for r in score_table(wide)] == [str(n) for n in range(1, 13)]
+    axes = figures.scores_figure(wide).axes
     assert list(axes[0].get_xticks()) == list(range(1, 13))
 
 
 def test_the_ui_is_laid_out_from_the_engines_table(wide, wide_engine):
     import gradio as gr
 
-    with serving(None) as lab_app:
-        demo = lab_app.build_ui(wide_engine)
+    from lab import views
+    from lab.ui import build_ui
+
+    with serving(None):
+        demo = build_ui(wide_engine)
         blocks = list(demo.blocks.values())
         (gallery,) = [b for b in blocks if isinstance(b, gr.Gallery) and b.elem_id == "grid"]
         assert gallery.columns == 4 and "nearest neighbour" in gallery.label
@@ -187,19 +191,22 @@ def test_the_ui_is_laid_out_from_the_engines_table(wide, wide_engine):
         (strength,) = [b for b in blocks if isinstance(b, gr.Slider) and b.label.startswith("upscale_strength")]
         assert (strength.minimum, strength.maximum, strength.value) == (1, 12, 6)
         assert any(isinstance(b, gr.Button) and b.value == "Run all twelve levels" for b in blocks)
-        items = lab_app.level_images(wide, recommended=None)
+        items = views.level_images(wide, recommended=None)
         assert [caption.split(" · ")[0] for _, caption in items] == [str(n) for n in range(1, 13)]
-        heat = lab_app.heatmaps(wide)
+        heat = views.heatmaps(wide)
         assert len(heat) == 11 and all(not caption.startswith("10:") for _, caption in heat)
         assert f"≥{HEATMAP_FULL_SCALE}/255" in heat[0][1]
-        partial = lab_app.partial_outputs({1: wide.level(1)}, None, WIDE)
-        assert len(partial[0]) == 12 and partial[-2].startswith("1 of 12 levels ready")
+        partial = views.partial_grid({1: wide.level(1)}, WIDE)
+        assert len(partial) == 12 and partial[0][1].startswith("1 · ") and "running" in partial[1][1]
 
 
 def test_the_evaluation_summarises_the_tables_levels(wide_engine, tmp_path):
     from skimage import data
 
     import evaluate
+    from evaluation.dataset import Degradation
+    from evaluation.outputs import write_outputs
+    from evaluation.per_image import evaluate_image
 
     hr = Image.fromarray(data.coffee()).resize((64, 48), Image.Resampling.LANCZOS)
     path = tmp_path / "data" / "coffee.png"
@@ -208,9 +215,9 @@ def test_the_evaluation_summarises_the_tables_levels(wide_engine, tmp_path):
     args = argparse.Namespace(
         scale=2, seed=0, levels=evaluate.chosen_levels("all", WIDE), folders=[str(path.parent)], fidelity_floor=20.0
     )
-    record = evaluate.evaluate_image(wide_engine, path, args, evaluate.Degradation())
+    record = evaluate_image(wide_engine, path, args, Degradation())
     assert sorted(map(int, record["levels"])) == list(range(1, 13))
-    md = evaluate.write_outputs(tmp_path / "out", [record], args, evaluate.Degradation(), table=WIDE)
+    md = write_outputs(tmp_path / "out", [record], args, Degradation(), table=WIDE)
     rows = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(line.split(" | ")[0][2:]) for line in rows[: len(WIDE.levels)]] == list(range(1, 13))
     assert "nearest neighbour · medium (LoRA 0.5)" in md and "bicubic baseline (level 10)" in md

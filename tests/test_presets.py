@@ -23,14 +23,14 @@ def test_levels_match_design_table():
 def test_grid_layout_is_row_major():
     for lv in presets.LEVELS:
         assert lv.level == 3 * lv.row + lv.column + 1
-    assert presets.get_level(presets.BASELINE_LEVEL).base_path == "bicubic"
-    assert not presets.get_level(presets.BASELINE_LEVEL).generative
+    assert presets.TABLE.get(presets.BASELINE_LEVEL).base_path == "bicubic"
+    assert not presets.TABLE.get(presets.BASELINE_LEVEL).generative
 
 
 @pytest.mark.parametrize("bad", [0, 10, "5", 5.5, None, True])
 def test_get_level_rejects(bad):
     with pytest.raises(ValueError, match="level must be an integer in 1..9"):
-        presets.get_level(bad)
+        presets.TABLE.get(bad)
 
 
 def table_with(**changes):
@@ -89,7 +89,7 @@ def test_the_table_derives_what_consumers_need():
     with pytest.raises(ValueError, match="no level has base path 'nearest'"):
         t.level_for("nearest", 0.5)
     assert t.get(1).recipe == "Real-ESRGAN x4 · strong (LoRA 1)"
-    assert (presets.LEVELS, presets.BASELINE_LEVEL, presets.DEFAULT_STRENGTH) == (t.levels, 8, 5)
+    assert (presets.LEVELS, presets.BASELINE_LEVEL, t.default_strength) == (t.levels, 8, 5)
     assert presets.number_ranges([7, 8, 9]) == "7–9" and presets.number_ranges([1, 2, 5], dash="-") == "1, 2, 5"
 
 
@@ -129,4 +129,4 @@ def test_diffusion_settings_cover_generative_scales_with_reasons():
 
 
 def test_non_generative_twin():
-    assert [presets.non_generative_twin(n).level for n in range(1, 10)] == [7, 8, 9] * 3
+    assert [presets.TABLE.non_generative_twin(n).level for n in range(1, 10)] == [7, 8, 9] * 3

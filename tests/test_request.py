@@ -207,3 +207,27 @@ def test_fidelity_floor_is_checked_and_defaults():
         with pytest.raises(RequestError) as err:
             parse_request({"fidelity_floor": bad})
         assert err.value.field == "fidelity_floor" and "dB" in str(err.value)
+
+
+def test_a_strength_not_given_is_the_tables_default():
+    """A request without ``upscale_strength`` runs the default strength of the table it is
+    checked against (the one the UI slider and the CLI help show), not the lab's default."""
+    from dataclasses import replace
+
+    import presets
+
+    two = replace(presets.TABLE, default_strength=2)
+    for request in (
+        UpscaleRequest(table=two),
+        parse_request({}, table=two),
+        RequestFields(width="128").build(table=two),
+        UpscaleRequest().with_table(two),  # built on the lab's table, run on an engine's
+        parse_request({"width": 96}).with_table(two),
+    ):
+        assert request.effective_levels == (2,) and request.strength == 2, request
+    three = replace(presets.TABLE, default_strength=3)
+    assert UpscaleRequest(generative_upscale=False).with_table(three).effective_levels == (9,)  # level 3's twin
+    assert UpscaleRequest().effective_levels == (presets.TABLE.default_strength,)
+    assert UpscaleRequest(upscale_strength=4).with_table(two).effective_levels == (4,)  # a given strength stays
+    assert "upscale_strength" not in UpscaleRequest(table=two).to_json()  # not given: the reader's table decides
+    assert parse_request({"upscale_strength": 3}).to_json()["upscale_strength"] == 3

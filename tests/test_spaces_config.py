@@ -132,7 +132,7 @@ def test_sdk_version_is_the_gradio_pin():
 
 
 def test_variables_and_secret_are_the_ones_app_reads():
-    app_source = (ROOT / "app.py").read_text()
+    app_source = "\n".join(p.read_text() for p in [ROOT / "app.py", *sorted((ROOT / "lab").glob("*.py"))])
     config = default_config()
     assert re.search(rf'API_KEY_ENV = "{API_KEY_SECRET}"', app_source)
     assert config.secrets == (API_KEY_SECRET,)
@@ -240,7 +240,14 @@ def test_deploy_command_uploads_the_app_and_nothing_else(tmp_path: Path):
             {"name": "upscale-lab", "organization": "tester", "visibility": "private", "type": "space", "sdk": "gradio"}
         ]
         uploaded = space["files"]
-        for needed in ("app.py", "requirements.txt", "README.md", "pipelines/engine.py", "presets/__init__.py"):
+        for needed in (
+            "app.py",
+            "lab/rest.py",
+            "requirements.txt",
+            "README.md",
+            "pipelines/engine.py",
+            "presets/__init__.py",
+        ):
             assert uploaded.get(needed) == (copy / needed).read_bytes(), needed
         assert "spaces_config/__init__.py" in uploaded and "examples/astronaut_portrait.png" in uploaded
         assert [p for p in uploaded if _forbidden(p)] == []

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pipelines import realesrgan, waifu2x
+from pipelines import waifu2x
 from pipelines.errors import WeightsError
 from pipelines.metrics import psnr, sr_scores
+from pipelines.ncnn import count_parameters
 
 LEVELS = (None, 0, 1, 2, 3)
 
@@ -34,7 +35,7 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
 def test_conversion_reads_every_byte(level):
     param, binf = waifu2x.wheel_files(level)
     state = waifu2x.convert_ncnn(param, binf)  # raises if any byte is left unread
-    assert realesrgan.count_parameters(state) == waifu2x.EXPECTED_PARAMETERS == 552_483
+    assert count_parameters(state) == waifu2x.EXPECTED_PARAMETERS == 552_483
     # 7 tags + fp16 weights + float32 biases: the file size, to the byte
     weights = sum(v.numel() for k, v in state.items() if k.endswith("weight"))
     biases = sum(v.numel() for k, v in state.items() if k.endswith("bias"))
@@ -48,11 +49,13 @@ def test_conversion_refuses_extra_or_missing_bytes(tmp_path):
     shutil.copy(param, tmp_path / param.name)
     longer, shorter = tmp_path / "longer.bin", tmp_path / "shorter.bin"
     longer.write_bytes(good + b"\0\0\0\0")
-    shorter.write_bytes(good[:-4])
     with pytest.raises(WeightsError, match="left unread"):
         waifu2x.convert_ncnn(tmp_path / param.name, longer)
-    with pytest.raises(WeightsError, match="ends inside"):
-        waifu2x.convert_ncnn(tmp_path / param.name, shorter)
+    # cut inside the last bias, inside the first weights, and before the first weight tag
+    for cut, where in ((len(good) - 4, "ends inside the bias"), (100, "ends inside the weights"), (2, "before")):
+        shorter.write_bytes(good[:cut])
+        with pytest.raises(WeightsError, match=where):
+            waifu2x.convert_ncnn(tmp_path / param.name, shorter)
 
 
 def test_the_five_models_differ():

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from views import PDPoint, perception_distortion_figure
+from figures import PDPoint, perception_distortion_figure
 
 FIDELITY = "LR-consistency (dB)"
 
@@ -114,3 +114,61 @@ def test_only_infinite_fidelity_does_not_crash():
     ax = draw([PDPoint("8", math.inf, 6.0, fidelity_spread=2.0)])
     assert texts(ax) == ["8 (∞)"]
     assert all(math.isfinite(v) for v in ax.get_xlim())
+
+
+def level_summary(levels):
+    """A per-level summary as ``evaluation.aggregate.aggregate`` gives it, with made-up means;
+    the baseline is identical to itself (PSNR vs bicubic inf)."""
+    import presets
+
+    def stats(mean):
+        return {"mean": mean, "std": 0.1, "inf": 0}
+
+    return {
+        str(n): {
+            "level": n,
+            "images": 2,
+            "psnr_y": stats(20.0 + n),
+            "ssim_y": stats(0.5 + 0.01 * n),
+            "niqe": stats(8.0 - 0.5 * n),
+            "psnr_vs_bicubic": stats(math.inf if n == presets.BASELINE_LEVEL else 30.0 + n),
+        }
+        for n in levels
+    }
+
+
+def test_the_evaluation_figures_are_captioned_and_draw_inf_where_the_lab_does():
+    """Every evaluation figure has its report caption; an infinite PSNR vs bicubic (the
+    baseline) sits at the same stand-in value in the evaluation's figure and the lab's."""
+    from types import SimpleNamespace
+
+    import presets
+    from figures import (
+        EVALUATION_CAPTIONS,
+        PSNR_INF_NOTE,
+        PSNR_INF_SHOWN_AS,
+        evaluation_figures,
+        fidelity_vs_change_figure,
+        scores_figure,
+    )
+
+    levels = [presets.BASELINE_LEVEL - 1, presets.BASELINE_LEVEL]
+    figs = evaluation_figures(level_summary(levels), None)
+    assert set(figs) == set(EVALUATION_CAPTIONS)
+    (ax,) = fidelity_vs_change_figure(level_summary(levels)).axes
+    xs = [x for collection in ax.collections for x, _ in collection.get_offsets()]
+    assert PSNR_INF_SHOWN_AS in xs and PSNR_INF_NOTE in ax.get_xlabel()
+    result = SimpleNamespace(
+        table=presets.TABLE,
+        levels=[
+            SimpleNamespace(
+                level=n,
+                status="ok",
+                metrics={"psnr_vs_bicubic": math.inf, "ssim_vs_bicubic": 1.0, "lr_consistency": 40.0},
+            )
+            for n in levels
+        ],
+    )
+    lab_ax = scores_figure(result).axes[0]
+    assert list(lab_ax.lines[0].get_ydata()) == [PSNR_INF_SHOWN_AS] * 2
+    assert PSNR_INF_NOTE in lab_ax.get_legend().get_texts()[0].get_text()

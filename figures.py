@@ -2,8 +2,9 @@
 
 matplotlib is imported inside each function, with the non-interactive Agg backend, as
 importing this module draws nothing and opens no window. Here: the scores against level, the
-change heatmaps and the perception–distortion view (the lab's Scores and Compare tabs, the
-evaluation's plots); file outputs (the captioned grid PNG, tables) are in ``pipelines/report.py``.
+change heatmaps and the perception–distortion view (the lab's Scores and Compare tabs), and the
+evaluation's figures over a dataset (``evaluation_figures``, written by ``evaluation/outputs.py``);
+file outputs (the captioned grid PNG, tables) are in ``pipelines/report.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import presets
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -213,6 +216,15 @@ def level_axis(ax: Any, table: Any) -> None:  # table: presets.LevelTable
     ax.set_xlabel("level")
 
 
+PSNR_INF_SHOWN_AS = 60.0  # dB: where an infinite PSNR (identical images) is drawn on a PSNR axis
+PSNR_INF_NOTE = f"inf shown as {PSNR_INF_SHOWN_AS:g}"
+
+
+def drawable_psnr(value: float | None) -> float:
+    """A PSNR as a point on a plot: infinite or missing → ``PSNR_INF_SHOWN_AS``."""
+    return PSNR_INF_SHOWN_AS if value is None or math.isinf(value) else value
+
+
 def scores_figure(result: Any) -> Figure:  # result: pipelines.engine.RunResult
     """PSNR and SSIM against the bicubic baseline, and LR-consistency, plotted against level."""
     import matplotlib
@@ -224,12 +236,11 @@ def scores_figure(result: Any) -> Figure:  # result: pipelines.engine.RunResult
     ax1, ax2 = fig.subplots(1, 2)
     ok = [lv for lv in result.levels if lv.status == "ok"]
     levels = [lv.level for lv in ok]
-
-    def finite(v: float) -> float:
-        return 60.0 if math.isinf(v) else v
-
     ax1.plot(
-        levels, [finite(lv.metrics["psnr_vs_bicubic"]) for lv in ok], "o-", label="PSNR vs bicubic (inf shown as 60)"
+        levels,
+        [drawable_psnr(lv.metrics["psnr_vs_bicubic"]) for lv in ok],
+        "o-",
+        label=f"PSNR vs bicubic ({PSNR_INF_NOTE})",
     )
     ax1.plot(levels, [lv.metrics["lr_consistency"] for lv in ok], "s--", label="LR-consistency")
     level_axis(ax1, result.table)
@@ -241,3 +252,130 @@ def scores_figure(result: Any) -> Figure:  # result: pipelines.engine.RunResult
     ax2.set_ylim(0, 1.02)
     fig.tight_layout()
     return fig
+
+
+# --- the evaluation's figures (evaluate.py: per-level means over a dataset) -------------------
+
+EVALUATION_CAPTIONS = {
+    "perception_distortion": "The perception–distortion view: each level's mean fidelity to the ground truth "
+    "against its mean naturalness (NIQE, up = more natural), ± one standard deviation; the recommended level's "
+    "mean is ringed.",
+    "scores_vs_level": "Fidelity to the ground truth per level: mean ± standard deviation over the images.",
+    "fidelity_vs_change": "Fidelity against change from the bicubic baseline, one point per level.",
+}
+
+
+def evaluation_figures(
+    summary: dict[str, Any], check: dict[str, Any] | None = None, *, table: presets.LevelTable = presets.TABLE
+) -> dict[str, Figure]:
+    """The evaluation's figures by name (the keys of ``EVALUATION_CAPTIONS``, in the report's
+    order) from its per-level ``summary`` and recommendation ``check``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return {
+        "scores_vs_level": scores_vs_level_figure(summary, table=table),
+        "fidelity_vs_change": fidelity_vs_change_figure(summary, table=table),
+        "perception_distortion": perception_distortion_summary_figure(summary, check, table=table),
+    }
+
+
+def scores_vs_level_figure(summary: dict[str, Any], *, table: presets.LevelTable = presets.TABLE) -> Figure:
+    """PSNR-Y and SSIM-Y against the ground truth per level: mean with ± std error bars."""
+    from matplotlib.figure import Figure
+
+    from pipelines.metrics import get_metric  # imports torch: kept out of this module's import
+
+    ran = [e for e in summary.values() if e["images"]]
+    xs = [e["level"] for e in ran]
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, key, color in zip(axes, ("psnr_y", "ssim_y"), ("C0", "C2"), strict=True):
+        spec = get_metric(key)
+        ax.errorbar(
+            xs,
+            [e[key]["mean"] for e in ran],
+            yerr=[e[key]["std"] or 0 for e in ran],
+            fmt="o-",
+            color=color,
+            capsize=3,
+        )
+        level_axis(ax, table)
+        ax.set_ylabel(f"{spec.name} vs ground truth" + (f" ({spec.unit})" if spec.unit else ""))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_vs_change_figure(summary: dict[str, Any], *, table: presets.LevelTable = presets.TABLE) -> Figure:
+    """Mean PSNR-Y against mean PSNR vs bicubic, one point per level, coloured by base path;
+    levels that land on the same spot share one label."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.subplots()
+    spots: dict[tuple[float, float], list[int]] = {}
+    for e in (e for e in summary.values() if e["images"]):
+        change = drawable_psnr(e["psnr_vs_bicubic"]["mean"])
+        fidelity = e["psnr_y"]["mean"]
+        ax.scatter(change, fidelity, color=f"C{table.get(e['level']).column}")
+        spots.setdefault((round(change, 1), round(fidelity, 1)), []).append(e["level"])
+    _label_spots(ax, spots)
+    for i, label in enumerate(table.column_labels):
+        ax.scatter([], [], color=f"C{i}", label=label)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.margins(0.12)
+    ax.grid(alpha=0.3)
+    ax.set(
+        xlabel=f"PSNR vs bicubic (dB; higher = less change; {PSNR_INF_NOTE})",
+        ylabel="PSNR-Y vs ground truth (dB)",
+        title="fidelity against change",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _label_spots(ax: Any, spots: dict[tuple[float, float], list[int]]) -> None:
+    """Label each (x, y) spot with its levels, top to bottom; a spot just below the previous
+    one puts its label underneath, so the two stay apart."""
+    xs, ys = [x for x, _ in spots], [y for _, y in spots]
+    near_x, near_y = 0.05 * (max(xs) - min(xs) or 1), 0.05 * (max(ys) - min(ys) or 1)
+    previous: tuple[float, float] | None = None
+    for (x, y), levels in sorted(spots.items(), key=lambda kv: kv[0][1], reverse=True):
+        crowded = previous is not None and abs(previous[0] - x) < near_x and previous[1] - y < near_y
+        ax.annotate(
+            ", ".join(map(str, sorted(levels))),
+            (x, y),
+            textcoords="offset points",
+            xytext=(6, -11) if crowded else (6, 4),
+            fontsize=8,
+        )
+        previous = (x, y)
+
+
+def perception_distortion_summary_figure(
+    summary: dict[str, Any], check: dict[str, Any] | None, *, table: presets.LevelTable = presets.TABLE
+) -> Figure:
+    """Each level at (mean PSNR-Y against the ground truth, mean NIQE) with ± std bars; the
+    recommended level's mean as its own ringed point."""
+
+    def point(label: str, st: dict[str, Any], **kw: Any) -> PDPoint:
+        return PDPoint(
+            label=label,
+            fidelity=st["psnr_y"]["mean"] if st["psnr_y"]["mean"] is not None else math.nan,
+            naturalness=st["niqe"]["mean"] if st["niqe"]["mean"] is not None else math.nan,
+            fidelity_spread=st["psnr_y"]["std"],
+            naturalness_spread=st["niqe"]["std"],
+            **kw,
+        )
+
+    points = [
+        point(str(e["level"]), e, generative=table.get(e["level"]).generative) for e in summary.values() if e["images"]
+    ]
+    if check is not None and check["images"]:
+        points.append(point("recommended", check["recommended"], highlight=True))
+    return perception_distortion_figure(
+        points,
+        fidelity_label="PSNR-Y vs ground truth (dB, higher = more faithful)",
+        title="Fidelity against naturalness (mean ± std over the images)",
+    )

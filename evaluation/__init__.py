@@ -1,0 +1,1 @@
+"""The evaluation tool's parts, one job per module; ``evaluate.py`` composes them."""

@@ -1,0 +1,261 @@
+"""The page: every component, created once and returned by name (``Layout``). No events here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import presets
+from lab.form import FORM_FIELDS
+from lab.views import SCORE_HEADERS, level_choices, scores_legend, scores_note
+from pipelines.request import FITS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = [
+    [str(ROOT / "examples" / "astronaut_portrait.png")],
+    [str(ROOT / "examples" / "rocket_640x427.png")],
+    [str(ROOT / "examples" / "chelsea_q25.jpg")],
+]
+CSS = """
+#grid .caption-label {
+  font-size: 0.8em; line-height: 1.3; white-space: pre-line !important;
+  overflow: visible !important; text-overflow: clip !important; max-width: none !important;
+}
+.lab-note { font-size: 0.9em; opacity: 0.85; }
+#scores th, #scores td { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none; }
+"""
+
+
+def as_sent(image: gr.Image) -> gr.Image:
+    """``image`` with its upload handed to the handler as the file sent: the lab's own reader
+    decodes it (format and pixel limits, EXIF, alpha) and names what is wrong with a file that
+    is not an image, instead of gradio's internal error with server paths. (An instance
+    override, not a subclass: gradio writes a ``.pyi`` stub beside any module defining one.)"""
+    decode = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        path = getattr(payload, "path", None)
+        url = getattr(payload, "url", None) or ""
+        if path and not url.startswith("data:"):
+            return str(path)
+        return decode(payload)
+
+    image.preprocess = preprocess  # type: ignore[method-assign]
+    return image
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The lab's components by name; handlers key their return values by these."""
+
+    status: Any
+    fetch_btn: Any
+    image: Any
+    url: Any
+    width: Any
+    height: Any
+    fit: Any
+    padding: Any
+    prompt: Any
+    negative_prompt: Any
+    seed: Any
+    random_seed: Any
+    run_btn: Any
+    cancel_btn: Any
+    message: Any
+    gallery: Any
+    recommendation: Any
+    floor: Any
+    table: Any
+    plot: Any
+    quality_plot: Any
+    level_a: Any
+    level_b: Any
+    slider: Any
+    heat: Any
+    strength: Any
+    generative: Any
+    single_btn: Any
+    single_out: Any
+    single_file: Any
+    single_info: Any
+    files: Any
+    state: Any
+
+    @property
+    def form(self) -> list[Any]:
+        """The form's components in ``UIInput``'s field order (the run events' inputs)."""
+        return [getattr(self, name) for name in FORM_FIELDS]
+
+
+def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | None = None) -> Layout:
+    """Create every component inside the current ``gr.Blocks`` for the levels of ``table``;
+    ``single_start``: the Single level tab's strength and why (default: the table's default)."""
+    off = presets.number_ranges(lv.level for lv in table.levels if not lv.generative)
+    gr.Markdown(
+        f"# Generative Upscale Lab\n{table.count_text.capitalize()} strengths of diffusion upscaling side by side, "
+        f"each scored against a plain bicubic upscale. Lower levels are more generative; {off} use no diffusion."
+    )
+    with gr.Accordion("Device and models", open=False):
+        status = gr.Markdown("Checking…", elem_id="model-status")
+        fetch_btn = gr.Button("Fetch weights", size="sm", interactive=False, elem_id="fetch-weights")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            form = _form(table)
+        with gr.Column(scale=2):
+            # the run's status (progress, estimate, seed, messages), right above its results
+            message = gr.Markdown(elem_classes=["lab-note"], elem_id="run-note", min_height=40)
+            results = {
+                **_grid_tab(table),
+                **_scores_tab(table),
+                **_compare_tab(table),
+                **_single_tab(table, single_start or (table.default_strength, "")),
+            }
+            with gr.Tab("Downloads"):
+                files = gr.File(
+                    label=f"All {table.count_text} (zip with PNGs, grid, scores, manifest) and the manifest",
+                    file_count="multiple",
+                )
+    return Layout(
+        status=status, fetch_btn=fetch_btn, message=message, files=files, state=gr.State(None), **form, **results
+    )
+
+
+def _form(table: presets.LevelTable) -> dict[str, Any]:
+    with gr.Tab("Upload"):
+        image = as_sent(
+            gr.Image(
+                type="filepath",
+                image_mode=None,  # the file as sent: alpha, grayscale and a JPEG's quality survive
+                label="Photo",
+                sources=["upload", "clipboard"],
+                height=280,
+            )
+        )
+    with gr.Tab("URL"):
+        url = gr.Textbox(label="Image URL (http/https, public hosts only)", placeholder="https://…")
+    gr.Examples(EXAMPLES, inputs=[image], label="Examples (portrait, landscape, JPEG q=25)", cache_examples=False)
+    with gr.Row():
+        width = gr.Textbox(label="Width", placeholder="px or %, e.g. 1024 or 200%", max_lines=1, elem_id="width-in")
+        height = gr.Textbox(label="Height", placeholder="px or %", max_lines=1, elem_id="height-in")
+    with gr.Row():
+        fit = gr.Dropdown(list(FITS), value="canvas", label="Fit (width and height both set)")
+        padding = gr.Textbox(label="Padding", placeholder="px or %", max_lines=1)
+    prompt = gr.Textbox(
+        label="Prompt (guides the diffusion)",
+        placeholder=presets.DEFAULT_PROMPT,
+        max_length=presets.MAX_PROMPT_CHARS,
+        lines=2,
+    )
+    negative_prompt = gr.Textbox(
+        label="Negative prompt", placeholder=presets.DEFAULT_NEGATIVE_PROMPT, max_length=presets.MAX_PROMPT_CHARS
+    )
+    with gr.Row():
+        seed = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=2**32 - 1)
+        random_seed = gr.Checkbox(label="Random seed", value=False)
+    with gr.Row():
+        run_btn = gr.Button(f"Run all {table.count_text} levels", variant="primary")
+        cancel_btn = gr.Button("Cancel", variant="stop")
+    return dict(
+        image=image,
+        url=url,
+        width=width,
+        height=height,
+        fit=fit,
+        padding=padding,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        random_seed=random_seed,
+        run_btn=run_btn,
+        cancel_btn=cancel_btn,
+    )
+
+
+def _grid_tab(table: presets.LevelTable) -> dict[str, Any]:
+    with gr.Tab("Grid"):
+        gallery = gr.Gallery(
+            label=f"Rows: {' / '.join(table.row_labels)} · columns: {' / '.join(table.column_labels)}",
+            columns=table.shape[1],
+            format="png",
+            object_fit="contain",
+            height=900,
+            elem_id="grid",
+        )
+        recommendation = gr.Markdown(elem_id="recommendation")
+        floor = gr.Slider(
+            0,
+            60,
+            value=presets.DEFAULT_FIDELITY_FLOOR_DB,
+            step=0.5,
+            label="Fidelity floor: recommend only levels with LR-consistency at least (dB)",
+            info="the most natural level (lowest NIQE) above it is recommended; ties go to the less generative",
+            elem_id="floor",
+        )
+    return dict(gallery=gallery, recommendation=recommendation, floor=floor)
+
+
+def _scores_tab(table: presets.LevelTable) -> dict[str, Any]:
+    with gr.Tab("Scores"):
+        gr.Markdown(scores_note(table))
+        scores = gr.Dataframe(
+            headers=SCORE_HEADERS,
+            label="Scores per level",
+            interactive=False,
+            wrap=False,  # numbers never break; the short headers fit (the legend below spells them out)
+            max_height=720,
+            elem_id="scores",
+        )
+        gr.Markdown(scores_legend(), elem_classes=["lab-note"], elem_id="scores-legend")
+        plot = gr.Plot(label="Scores against level")
+        quality_plot = gr.Plot(label="Fidelity against naturalness", elem_id="pd-plot")
+    return dict(table=scores, plot=plot, quality_plot=quality_plot)
+
+
+def _compare_tab(table: presets.LevelTable) -> dict[str, Any]:
+    choices = level_choices(table)
+    with gr.Tab("Compare"):
+        with gr.Row():
+            level_a = gr.Dropdown(choices, value=table.default_strength, label="Left")
+            level_b = gr.Dropdown(choices, value=table.baseline_level, label="Right (default: bicubic baseline)")
+        slider = gr.ImageSlider(label="Drag to compare", type="pil", format="png", max_height=640, elem_id="slider")
+        heat = gr.Gallery(
+            label="Change heatmaps: where each level departs from the bicubic baseline",
+            columns=4,
+            format="png",
+            height="auto",
+        )
+    return dict(level_a=level_a, level_b=level_b, slider=slider, heat=heat)
+
+
+def _single_tab(table: presets.LevelTable, start: tuple[int, str]) -> dict[str, Any]:
+    with gr.Tab("Single level"):
+        gr.Markdown(
+            "The commercial API's semantics: one `upscale_strength`, one image (size, prompt and seed from the left)."
+            + (f"\n\n{start[1]}" if start[1] else ""),
+            elem_id="single-note",
+        )
+        with gr.Row():
+            strength = gr.Slider(
+                table.min_level,
+                table.max_level,
+                value=start[0],
+                step=1,
+                label="upscale_strength (1 = most generative)",
+            )
+            generative = gr.Checkbox(value=True, label="generative_upscale")
+        single_btn = gr.Button("Upscale", variant="primary")
+        single_out = gr.Image(label="Result", type="pil", format="png")
+        single_file = gr.File(label="Download PNG")
+        single_info = gr.Markdown()
+    return dict(
+        strength=strength,
+        generative=generative,
+        single_btn=single_btn,
+        single_out=single_out,
+        single_file=single_file,
+        single_info=single_info,
+    )

@@ -1,0 +1,182 @@
+"""What the lab shows, built from a run result: grid items and captions, the score table,
+the recommendation line, compare pairs, heatmaps and the run's notes (no events here)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from PIL import Image
+
+import presets
+from figures import HEATMAP_FULL_SCALE, change_heatmap
+from lab.form import user_error
+from pipelines.engine import LevelResult, RunResult
+from pipelines.metrics import LEVEL_METRICS, caption_scores
+from pipelines.recommend import Recommendation
+from pipelines.report import TABLE_COLUMNS, metrics_rows, placeholder
+
+RECOMMEND_BADGE = "★ recommended"
+NON_DIFFUSION_MODELS = ("realesrgan_x4plus", "waifu2x_photo")  # the base paths' networks (PyPI wheels)
+CELL_MAX = 512  # a grid cell's width in pixels at most
+
+SCORE_HEADERS = ["level", "recipe", "status", *[m.short or m.name for m in LEVEL_METRICS], "time (s)"]
+
+
+def scores_legend() -> str:
+    """What the short headers of the score table stand for, with units (from the registry)."""
+    parts = [f"**{m.short or m.name}**: {m.label}" for m in LEVEL_METRICS if (m.short or m.name) != m.label]
+    return (
+        "Columns: "
+        + " · ".join(parts)
+        + " · **time (s)**: seconds the level took (0 when its images came from the cache)"
+    )
+
+
+def scores_note(table: presets.LevelTable) -> str:
+    """What the Scores tab's numbers mean (the baseline level from ``table``)."""
+    return (
+        f"Distance from bicubic measures **change, not quality**: a low PSNR against level {table.baseline_level} "
+        "means the level departed further from a plain bicubic upscale — for better or worse. "
+        "The quality scores need no reference: **NIQE** (lower = more natural), **colour drift** "
+        "(ΔE00 against bicubic, low-passed; about 1 is just noticeable) and **tile seams** (1.0 = none). "
+        "The plot below puts each level on both axes: faithful to the input (right) and natural (up)."
+    )
+
+
+def level_choices(table: presets.LevelTable) -> list[tuple[str, int]]:
+    """The compare dropdowns' choices: ``"5: bicubic · medium (LoRA 0.5)"`` → 5."""
+    return [(f"{lv.level}: {lv.recipe}", lv.level) for lv in table.levels]
+
+
+def runnable_default(table: presets.LevelTable, status: dict[str, str]) -> tuple[int, str]:
+    """The Single level tab's starting strength: the table's default when it can run here,
+    else the level of the same base path without diffusion, and a line that says why."""
+    default = table.get(table.default_strength)
+    diffusion_missing = [
+        mid for mid, state in status.items() if state.startswith("missing") and mid not in NON_DIFFUSION_MODELS
+    ]
+    if not default.generative or not diffusion_missing:
+        return default.level, ""
+    fallback = next(
+        (lv for lv in table.levels if lv.column == default.column and not lv.generative),
+        next(lv for lv in table.levels if not lv.generative),
+    )
+    why = (
+        f"Starts at {fallback.level}: level {default.level} (the API's default) needs the diffusion weights, "
+        f"missing here ({', '.join(diffusion_missing)}); see *Device and models*."
+    )
+    return fallback.level, why
+
+
+def cell_size(size: tuple[int, int]) -> tuple[int, int]:
+    """A grid cell for an output of ``size``: at most CELL_MAX wide, the output's aspect ratio."""
+    width = min(CELL_MAX, size[0])
+    return width, max(1, round(width * size[1] / size[0]))
+
+
+def level_items(
+    levels: list[LevelResult], cell: tuple[int, int], recommended: int | None = None
+) -> list[tuple[Any, str]]:
+    """Gallery items for ``levels``: the image with a two-line caption (recipe, then scores),
+    or a cell that says why the level did not run."""
+    items = []
+    for lv in levels:
+        caption = f"{lv.level} · {lv.preset.recipe}"
+        if lv.level == recommended:
+            caption = f"{RECOMMEND_BADGE} · {caption}"
+        if lv.image is not None:
+            items.append((lv.image, f"{caption}\n{caption_scores(lv.metrics)}"))  # two lines: the scores are never cut
+        else:
+            items.append(
+                (placeholder(cell, f"Level {lv.level} not run. {lv.reason or lv.message}"), f"{caption}\n{lv.status}")
+            )
+    return items
+
+
+def level_images(result: RunResult, recommended: int | None = None) -> list[tuple[Any, str]]:
+    """Gallery items in grid order; the ``recommended`` level's caption carries the badge."""
+    in_grid = sorted(result.levels, key=lambda lv: (lv.preset.row, lv.preset.column))
+    return level_items(in_grid, cell_size(result.plan.canvas), recommended)
+
+
+def preview(level: LevelResult, cell: tuple[int, int]) -> LevelResult:
+    """The level with its image shrunk to the grid cell: partial updates stay small whatever
+    the output size (the last update carries the full-size images)."""
+    if level.image is None or level.image.width <= cell[0]:
+        return level
+    small = level.image.copy()
+    small.thumbnail(cell, Image.Resampling.LANCZOS)
+    return replace(level, image=small)
+
+
+def partial_grid(ready: dict[int, LevelResult], table: presets.LevelTable) -> list[tuple[Any, str]]:
+    """The grid while the run goes on: the finished levels (cell-sized), a placeholder for the
+    others (``table``'s levels in grid order)."""
+    first = next(iter(ready.values()))
+    cell = cell_size(first.image.size if first.image is not None else (CELL_MAX, CELL_MAX))
+    items = []
+    for lv in table.in_grid_order:
+        got = ready.get(lv.level)
+        if got is None:
+            items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe}\nrunning…"))
+        else:
+            items.extend(level_items([preview(got, cell)], cell))
+    return items
+
+
+def recommendation_markdown(advice: Recommendation) -> str:
+    """The line under the grid."""
+    if advice.level is None:
+        return f"No recommendation: {advice.reason}"
+    return f"**{RECOMMEND_BADGE}: level {advice.level}** — {advice.reason.split(': ', 1)[-1]}"
+
+
+def score_table(result: RunResult) -> list[list[str]]:
+    """The Scores tab's rows (``TABLE_COLUMNS``: every level metric of the registry): the levels
+    that ran first, in level order; those that did not, folded into one row per reason."""
+    rows = metrics_rows(result)
+    ran = [[row[k] for k in TABLE_COLUMNS] for row in rows if row["status"] == "ok"]
+    folded: dict[tuple[str, str], list[int]] = {}
+    for lv in result.levels:
+        if lv.status != "ok":
+            folded.setdefault((lv.status, lv.reason or lv.message or ""), []).append(lv.level)
+    blank = [""] * (len(TABLE_COLUMNS) - 3)
+    for (status, reason), numbers in folded.items():
+        ran.append([presets.number_ranges(numbers), reason, status, *blank])
+    return ran
+
+
+def compare_pair(result: RunResult | None, a: int, b: int) -> tuple[Any, Any] | None:
+    """The two levels' images for the slider (None before any run)."""
+    if result is None:
+        return None
+    by = {lv.level: lv for lv in result.levels}
+    la, lb = by.get(int(a)), by.get(int(b))
+    if la is None or lb is None or la.image is None or lb.image is None:
+        raise user_error(f"levels {a} and {b} must both have run (see the grid)")
+    return (la.image, lb.image)
+
+
+def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
+    """Where each level departs from the baseline, on one brightness scale for all levels."""
+    baseline_level = result.table.baseline_level
+    baseline = result.level(baseline_level).image
+    white = f"white = ≥{HEATMAP_FULL_SCALE}/255"
+    out = []
+    for lv in result.levels:
+        if lv.image is not None and baseline is not None and lv.level != baseline_level:
+            out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic ({white})"))
+    return out
+
+
+def run_notes(result: RunResult) -> str:
+    """The status line after a run: seed, size, time, warnings, the levels that did not run."""
+    canvas = result.plan.canvas
+    notes = [f"Seed **{result.seed}** · output {canvas[0]}×{canvas[1]} · {result.timings['total']:.1f} s"]
+    notes += [f"⚠️ {w}" for w in result.warnings]
+    missing = [lv for lv in result.levels if lv.status != "ok"]
+    if missing:
+        numbers = ", ".join(str(lv.level) for lv in missing)
+        notes.append(f"Levels {numbers} did not run: {missing[0].reason or missing[0].message}")
+    return "\n\n".join(notes)
