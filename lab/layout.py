@@ -25,7 +25,15 @@ CSS = """
   overflow: visible !important; text-overflow: clip !important; max-width: none !important;
 }
 .lab-note { font-size: 0.9em; opacity: 0.85; }
-#scores th, #scores td { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none; }
+#run-note { flex-grow: 4; }
+#scores th, #scores th *, #scores td, #scores td *, #scores .body-cell, #scores .body-cell * {
+  word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important;
+  font-family: var(--font) !important; font-size: 13px !important;
+}
+#scores td, #scores td *, #scores .body-cell, #scores .body-cell * { white-space: nowrap !important; }
+#scores td:nth-child(2), #scores td:nth-child(2) *, #scores .body-cell:nth-child(2), #scores .body-cell:nth-child(2) * {
+  white-space: normal !important;
+}
 """
 
 
@@ -99,6 +107,11 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
         f"# Generative Upscale Lab\n{table.count_text.capitalize()} strengths of diffusion upscaling side by side, "
         f"each scored against a plain bicubic upscale. Lower levels are more generative; {off} use no diffusion."
     )
+    with gr.Row(equal_height=True, elem_id="run-row"):  # first on any screen: the action and its status
+        run_btn = gr.Button(f"Run all {table.count_text} levels", variant="primary", scale=1, min_width=160)
+        cancel_btn = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
+        # the run's status (progress, estimate, seed, messages), next to the button and above the grid
+        message = gr.Markdown(elem_classes=["lab-note"], elem_id="run-note", min_height=40)
     with gr.Accordion("Device and models", open=False):
         status = gr.Markdown("Checking…", elem_id="model-status")
         fetch_btn = gr.Button("Fetch weights", size="sm", interactive=False, elem_id="fetch-weights")
@@ -106,8 +119,6 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
         with gr.Column(scale=1, min_width=320):
             form = _form(table)
         with gr.Column(scale=2):
-            # the run's status (progress, estimate, seed, messages), right above its results
-            message = gr.Markdown(elem_classes=["lab-note"], elem_id="run-note", min_height=40)
             results = {
                 **_grid_tab(table),
                 **_scores_tab(table),
@@ -120,7 +131,15 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
                     file_count="multiple",
                 )
     return Layout(
-        status=status, fetch_btn=fetch_btn, message=message, files=files, state=gr.State(None), **form, **results
+        run_btn=run_btn,
+        cancel_btn=cancel_btn,
+        message=message,
+        status=status,
+        fetch_btn=fetch_btn,
+        files=files,
+        state=gr.State(None),
+        **form,
+        **results,
     )
 
 
@@ -156,9 +175,6 @@ def _form(table: presets.LevelTable) -> dict[str, Any]:
     with gr.Row():
         seed = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=2**32 - 1)
         random_seed = gr.Checkbox(label="Random seed", value=False)
-    with gr.Row():
-        run_btn = gr.Button(f"Run all {table.count_text} levels", variant="primary")
-        cancel_btn = gr.Button("Cancel", variant="stop")
     return dict(
         image=image,
         url=url,
@@ -170,8 +186,6 @@ def _form(table: presets.LevelTable) -> dict[str, Any]:
         negative_prompt=negative_prompt,
         seed=seed,
         random_seed=random_seed,
-        run_btn=run_btn,
-        cancel_btn=cancel_btn,
     )
 
 
@@ -205,7 +219,7 @@ def _scores_tab(table: presets.LevelTable) -> dict[str, Any]:
             headers=SCORE_HEADERS,
             label="Scores per level",
             interactive=False,
-            wrap=False,  # numbers never break; the short headers fit (the legend below spells them out)
+            wrap=True,  # between words only (the CSS): numbers and names never break inside
             max_height=720,
             elem_id="scores",
         )

@@ -20,17 +20,20 @@ RECOMMEND_BADGE = "★ recommended"
 NON_DIFFUSION_MODELS = ("realesrgan_x4plus", "waifu2x_photo")  # the base paths' networks (PyPI wheels)
 CELL_MAX = 512  # a grid cell's width in pixels at most
 
-SCORE_HEADERS = ["level", "recipe", "status", *[m.short or m.name for m in LEVEL_METRICS], "time (s)"]
+# short headers (the legend spells them out); a non-breaking hyphen keeps "LR‑consistency" whole
+SCORE_HEADERS = [
+    "level",
+    "recipe",
+    "status",
+    *[(m.short or m.name).replace("-", "\u2011") for m in LEVEL_METRICS],
+    "time (s)",
+]
 
 
 def scores_legend() -> str:
     """What the short headers of the score table stand for, with units (from the registry)."""
     parts = [f"**{m.short or m.name}**: {m.label}" for m in LEVEL_METRICS if (m.short or m.name) != m.label]
-    return (
-        "Columns: "
-        + " · ".join(parts)
-        + " · **time (s)**: seconds the level took (0 when its images came from the cache)"
-    )
+    return "Columns: " + " · ".join(parts) + " · **time (s)**: seconds the level took (0 when its image was cached)"
 
 
 def scores_note(table: presets.LevelTable) -> str:
@@ -132,19 +135,22 @@ def recommendation_markdown(advice: Recommendation) -> str:
     return f"**{RECOMMEND_BADGE}: level {advice.level}** — {advice.reason.split(': ', 1)[-1]}"
 
 
-def score_table(result: RunResult) -> list[list[str]]:
-    """The Scores tab's rows (``TABLE_COLUMNS``: every level metric of the registry): the levels
-    that ran first, in level order; those that did not, folded into one row per reason."""
+def score_table(result: RunResult) -> dict[str, list[Any]]:
+    """The Scores tab's table (``headers`` and ``data``): the columns of ``TABLE_COLUMNS`` that
+    have a value in some row (a run without a ground truth has no "vs ground truth" column);
+    the levels that ran first, in level order; those that did not, folded into one row each
+    status (why: in the run's status line and in each grid cell)."""
     rows = metrics_rows(result)
-    ran = [[row[k] for k in TABLE_COLUMNS] for row in rows if row["status"] == "ok"]
-    folded: dict[tuple[str, str], list[int]] = {}
+    headers = dict(zip(TABLE_COLUMNS, SCORE_HEADERS, strict=True))
+    keys = [k for k in TABLE_COLUMNS if k in ("level", "recipe", "status") or any(r[k] for r in rows)]
+    data = [[row[k] for k in keys] for row in rows if row["status"] == "ok"]
+    folded: dict[str, list[int]] = {}
     for lv in result.levels:
         if lv.status != "ok":
-            folded.setdefault((lv.status, lv.reason or lv.message or ""), []).append(lv.level)
-    blank = [""] * (len(TABLE_COLUMNS) - 3)
-    for (status, reason), numbers in folded.items():
-        ran.append([presets.number_ranges(numbers), reason, status, *blank])
-    return ran
+            folded.setdefault(lv.status, []).append(lv.level)
+    for status, numbers in folded.items():
+        data.append([presets.number_ranges(numbers), "not run (see the grid)", status, *[""] * (len(keys) - 3)])
+    return {"headers": [headers[k] for k in keys], "data": data}
 
 
 def compare_pair(result: RunResult | None, a: int, b: int) -> tuple[Any, Any] | None:
@@ -159,13 +165,20 @@ def compare_pair(result: RunResult | None, a: int, b: int) -> tuple[Any, Any] | 
 
 
 def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
-    """Where each level departs from the baseline, on one brightness scale for all levels."""
+    """Where each level departs from the baseline, on one brightness scale for all levels; a
+    level whose pixels equal the baseline's says so in words (its map would be all black)."""
     baseline_level = result.table.baseline_level
     baseline = result.level(baseline_level).image
     white = f"white = ≥{HEATMAP_FULL_SCALE}/255"
+    same = f"identical to level {baseline_level} (the baseline)"
     out = []
     for lv in result.levels:
-        if lv.image is not None and baseline is not None and lv.level != baseline_level:
+        if lv.image is None or baseline is None or lv.level == baseline_level:
+            continue
+        if lv.image.size == baseline.size and lv.image.convert("RGB").tobytes() == baseline.convert("RGB").tobytes():
+            tile = placeholder(cell_size(lv.image.size), f"Level {lv.level} is {same}, pixel for pixel: no change.")
+            out.append((tile, f"{lv.level}: {same}"))
+        else:
             out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic ({white})"))
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,20 @@ from pipelines.refiner import LORA_ADAPTER, Refiner, refiner_from_parts
 
 log = logging.getLogger(__name__)
 
-FETCH_COMMAND = "python cli.py download"
+
+def fetch_command() -> str:
+    """The command that fetches the weights, as this checkout runs it from the current folder:
+    ``.venv/bin/python cli.py download`` in the repo after ``scripts/setup.sh``."""
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+
+    def shown(path: Path) -> str:
+        rel = os.path.relpath(path)
+        return str(path) if rel.startswith("..") else rel
+
+    return f"{shown(Path(sys.executable))} {shown(cli)} download"
+
+
+FETCH_COMMAND = fetch_command()
 
 
 @dataclass(frozen=True)

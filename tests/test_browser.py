@@ -146,3 +146,85 @@ def test_cancel_button_stops_the_run(lab_server, run_outcomes):
         browser.close()
     assert run_outcomes.outcomes == ["Cancelled"]
     record("cancel_button", {"outcome": "Cancelled", "engine_free_after_s": round(stopped_in, 2)})
+
+
+WORDS_ON_ONE_LINE = """els => els.filter(e => {
+  // a word broken over two lines has a range with more than one client rect
+  for (const node of [...e.childNodes].filter(n => n.nodeType === Node.TEXT_NODE)) {
+    const text = node.textContent;
+    let start = 0;
+    for (const word of text.split(/\\s+/)) {
+      const at = text.indexOf(word, start);
+      if (!word || at < 0) continue;
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + word.length);
+      if (range.getClientRects().length > 1) return true;
+      start = at + word.length;
+    }
+  }
+  return false;
+}).map(e => e.textContent)"""
+
+
+@pytest.mark.browser
+def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_server, tmp_path, capfd, caplog):
+    """Above the fold at 1400×1000 and on a phone: the Run button and the run's status. After a
+    run: the score table's headers and numbers do not break inside words and the levels that
+    ran are visible without scrolling it. A text file named .png: the lab's own message, one
+    log line, no server path and no traceback."""
+    import logging
+
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    caplog.set_level(logging.INFO, logger="upscale-lab.app")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for name, size in (("desktop", {"width": 1400, "height": 1000}), ("phone", {"width": 390, "height": 844})):
+            page = browser.new_page(viewport=size)
+            page.goto(lab_server + "/")
+            run = page.get_by_role("button", name="Run all nine levels")
+            expect(run).to_be_visible(timeout=60_000)
+            for what in (run, page.locator("#run-note")):
+                box = what.bounding_box()
+                assert box is not None and box["y"] + box["height"] <= size["height"], (name, box)
+            page.screenshot(path=str(SCREENSHOTS / f"above_the_fold_{name}.png"))
+            page.close()
+
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab_server + "/")
+        fake = tmp_path / "holiday.png"
+        fake.write_text("not an image, whatever its name says")
+        capfd.readouterr()
+        page.set_input_files("input[type=file]", str(fake))
+        page.get_by_role("button", name="Run all nine levels").click()
+        toast = page.locator(".toast-body").filter(has_text="not a recognised image")
+        expect(toast).to_be_visible(timeout=60_000)
+        assert "/tmp/" not in toast.inner_text() and "preprocess" not in toast.inner_text()
+        page.screenshot(path=str(SCREENSHOTS / "not_an_image.png"))
+        refused = [r for r in caplog.records if "not a recognised image" in r.getMessage()]
+        assert len(refused) == 1 and refused[0].exc_info is None
+        assert "Traceback" not in "".join(capfd.readouterr())
+
+        page.reload()
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("256")
+        page.get_by_role("button", name="Run all nine levels").click()
+        expect(page.locator("#run-note")).to_contain_text("Seed", timeout=240_000)
+        page.get_by_role("tab", name="Scores").click()
+        scores = page.locator("#scores")
+        expect(scores.locator(".body-cell").first).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(500)
+        broken = scores.locator("th .header-content span, .body-cell .cell-wrap").evaluate_all(WORDS_ON_ONE_LINE)
+        assert broken == [], f"cells broken inside a word: {broken}"
+        viewport = scores.locator(".virtual-table-viewport").bounding_box()
+        assert viewport is not None
+        for row in scores.locator(".virtual-row").all():
+            if row.locator(".body-cell").nth(2).inner_text().strip() == "ok":  # a level that ran
+                box = row.bounding_box()
+                assert box is not None and box["y"] + box["height"] <= viewport["y"] + viewport["height"] + 1
+                assert box["x"] + box["width"] <= viewport["x"] + viewport["width"] + 1  # every column shown
+        page.screenshot(path=str(SCREENSHOTS / "scores_table.png"))
+        browser.close()

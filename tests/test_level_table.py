@@ -166,7 +166,7 @@ def test_files_and_score_tables_follow_the_table(wide):
     assert rows[11]["recipe"] == "nearest neighbour · off (LoRA 0)" and rows[9]["psnr_vs_bicubic"] == "inf"
     body = [line for line in report.metrics_markdown(wide).splitlines() if line.startswith("| ")][2:]
     assert [line.split(" | ")[0] for line in body] == [f"| {n}" for n in range(1, 13)]
-    assert [r[0] for r in score_table(wide)] == [str(n) for n in range(1, 13)]
+    assert [r[0] for r in score_table(wide)["data"]] == [str(n) for n in range(1, 13)]
     axes = figures.scores_figure(wide).axes
     assert list(axes[0].get_xticks()) == list(range(1, 13))
 
