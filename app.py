@@ -21,6 +21,7 @@ from fastapi import FastAPI
 import lab.zerogpu  # noqa: F401  (first: ZeroGPU's `spaces` must be imported before torch)
 from lab import supervision
 from lab.form import MAX_UPLOAD
+from lab.jobs import add_jobs
 from lab.layout import CSS
 from lab.rest import ROUTE, add_rest
 from lab.ui import QUEUE_MAX_DEFAULT, build_ui
@@ -41,6 +42,7 @@ def create_app(engine: Engine | None = None, *, queue_max: int | None = None) ->
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT_S))
     api = FastAPI(title="Generative Upscale Lab")
     add_rest(api, queue_max=bound)
+    add_jobs(api, queue_max=bound)  # POST /api/v1/jobs, its worker, and the upscale door's ?wait=
     demo = build_ui(engine, queue_max=bound)
     if os.environ.get(WARM_UP_ENV, "1") != "0":  # load the models now, not in the first run
         threading.Thread(target=supervision.get_engine().warm_up, name="warm-up", daemon=True).start()

@@ -24,10 +24,15 @@ from typing import TYPE_CHECKING, Any
 import presets
 from pipelines.engine_args import add_engine_args, engine_config
 from pipelines.errors import RequestError
-from pipelines.request import FITS, RequestFields
+from pipelines.output import EXTENSIONS, OUTPUT_FORMATS
+from pipelines.quality import NIQE_CHANNELS, NiqeChannel
+from pipelines.request import FITS, INLINE_IMAGE_FIELD, RequestFields, take_inline_image
 
 if TYPE_CHECKING:
+    from pipelines.engine import LevelResult, RunResult
+    from pipelines.imaging import LoadedImage
     from pipelines.metrics import Metric
+    from pipelines.request import UpscaleRequest
 
 log = logging.getLogger("upscale-lab")
 
@@ -40,6 +45,9 @@ EPILOG = (
     + f"\nMissing diffusion weights make levels {GENERATIVE} 'missing' (with the fetch command); "
     f"{presets.number_ranges(NON_GENERATIVE, dash='-')} always run."
 )
+
+
+FORMAT_OF_SUFFIX = {**{ext: fmt for fmt, ext in EXTENSIONS.items()}, ".jpeg": "jpeg"}
 
 
 def add_request_args(p: argparse.ArgumentParser) -> None:
@@ -69,8 +77,60 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_args(p: argparse.ArgumentParser, *, one_file: bool) -> None:
+    """The output fields (``pipelines.output.OutputSpec``) as flags."""
+    g = p.add_argument_group("output (the request's output_format, quality, max_file_size, strip_metadata)")
+    g.add_argument(
+        "--format",
+        choices=list(OUTPUT_FORMATS),
+        help="output_format (default: png"
+        + (", or what -o's extension .jpg/.jpeg/.webp/.png says)" if one_file else ")"),
+    )
+    g.add_argument("--quality", type=int, metavar="1-100", help="jpeg/webp quality (default 90; webp 100 = lossless)")
+    g.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help="jpeg/webp: the highest quality whose file fits, e.g. 1MB, 500kb or bytes (error if even quality 1 does not)",
+    )
+    g.add_argument(
+        "--strip-metadata",
+        action="store_true",
+        default=None,
+        help="no EXIF (GPS included), no embedded manifest, no source colour profile in the output",
+    )
+
+
+def replay_file(path: str) -> dict[str, Any]:
+    """The request of the run that made the output image at ``path`` (its embedded manifest),
+    its levels set to the level that image is. Raises SystemExit when it carries none."""
+    from PIL import Image, UnidentifiedImageError
+
+    from pipelines.output import OUTPUT_LEVEL_KEY, read_manifest
+
+    try:
+        with Image.open(path) as img:
+            manifest = read_manifest(img)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SystemExit(f"error: --replay {path}: {exc}") from exc
+    if manifest is None or not isinstance(manifest.get("request"), dict):
+        raise SystemExit(f"error: --replay {path}: the image carries no upscale-lab manifest (stripped or not ours)")
+    request = dict(manifest["request"])
+    if isinstance(manifest.get(OUTPUT_LEVEL_KEY), int):
+        request["levels"] = [manifest[OUTPUT_LEVEL_KEY]]
+    return request
+
+
 def request_file(args: argparse.Namespace) -> Any:
-    """The --request file's JSON (None without one); its 'url' is dropped when an INPUT is given."""
+    """The --request file's JSON (None without one), or the request embedded in the --replay
+    image: the REST API's request, ``url`` or the lab extra ``image_base64`` included; both are
+    dropped when an INPUT is given (the INPUT wins)."""
+    if getattr(args, "replay", None):
+        if args.request:
+            raise SystemExit("error: give --replay or --request, not both")
+        data = replay_file(args.replay)
+        if args.input:
+            data.pop("url", None)
+        return data
     if not args.request:
         return None
     try:
@@ -79,6 +139,7 @@ def request_file(args: argparse.Namespace) -> Any:
         raise SystemExit(f"error: --request {args.request}: {exc}") from exc
     if args.input and isinstance(data, dict):
         data.pop("url", None)
+        data.pop(INLINE_IMAGE_FIELD, None)
     return data
 
 
@@ -107,15 +168,24 @@ def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
         generative_upscale=generative,
         levels=levels,
         fidelity_floor=args.fidelity_floor,
+        # grid has no output flags yet (it writes PNGs): these are upscale's
+        output_format=None if grid else args.format or FORMAT_OF_SUFFIX.get(Path(args.output).suffix.lower()),
+        quality=None if grid else args.quality,
+        max_file_size=None if grid else args.max_file_size,
+        strip_metadata=None if grid else args.strip_metadata,
     )
 
 
 class TqdmProgress:
-    """One tqdm bar per stage."""
+    """One tqdm bar per stage on a terminal; where stderr is a file or a pipe (a log, CI), one
+    plain line per stage instead: a bar redrawn there piles up, and its rate (steps jump
+    straight to the total) reads as nonsense like "233016.89step/s"."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bars: bool | None = None) -> None:
+        """``bars``: draw tqdm bars (default: when stderr is a terminal)."""
         self.bar: Any = None
         self.stage = ""
+        self.bars = sys.stderr.isatty() if bars is None else bars
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -123,7 +193,12 @@ class TqdmProgress:
         if stage != self.stage:
             self.close()
             self.stage = stage
+            if not self.bars:
+                print(stage, file=sys.stderr, flush=True)
+                return
             self.bar = tqdm(total=total, desc=stage, unit="step", leave=False, file=sys.stderr)
+        if self.bar is None:
+            return
         self.bar.total = total
         self.bar.n = done
         self.bar.refresh()
@@ -134,24 +209,78 @@ class TqdmProgress:
             self.bar = None
 
 
-def _source(args: argparse.Namespace, url: str | None) -> str:
-    src = args.input or url
-    if not src:
-        raise SystemExit("error: give an INPUT image (path or URL) or a request with 'url'")
-    return str(src)
+def _source(args: argparse.Namespace, url: str | None, inline: bytes | None = None) -> str | bytes:
+    """The image to load: INPUT, else the request's ``image_base64`` bytes or its ``url``."""
+    src = args.input or (inline if inline is not None else url)  # empty bytes: load_image says "empty"
+    if src is None:
+        raise SystemExit(f"error: give an INPUT image (path or URL) or a request with 'url' or '{INLINE_IMAGE_FIELD}'")
+    return src if isinstance(src, bytes) else str(src)
+
+
+EXIT_ERROR = 2  # nothing ran: a bad request or input, the baseline failed, the output not writable
+EXIT_LEVELS_FAILED = 3  # some levels failed (the others ran and, for grid, were written)
+
+
+def failed_levels(result: RunResult) -> list[LevelResult]:
+    """The levels of ``result`` that failed: status ``error``, or ``missing`` for want of a part
+    other than the diffusion weights (a cleanup or ×4 wheel). Generative levels ``missing``
+    only because the diffusion weights are absent are a lab's documented state before
+    ``cli.py download``, not a failure."""
+    from pipelines.engine import DIFFUSION
+
+    return [
+        lv for lv in result.levels if lv.status == "error" or (lv.status == "missing" and lv.failed_part != DIFFUSION)
+    ]
+
+
+def write_answer(
+    args: argparse.Namespace, result: RunResult, request: UpscaleRequest, image: LoadedImage, lv: LevelResult
+) -> None:
+    """``upscale``'s file: ``lv``'s image encoded as the request says, carrying ``image``'s
+    metadata and the run's manifest (``pipelines.output.encode_answer``), and with --manifest
+    the manifest with ``output``: what was encoded. Raises LabError (a size no quality meets,
+    an unwritable path)."""
+    from pipelines.errors import LabError
+    from pipelines.output import encode_answer
+    from pipelines.report import atomic_write
+
+    if lv.image is None:
+        raise LabError(f"level {lv.level} did not run: {lv.message}")
+    encoded = encode_answer(
+        lv.image,
+        request.output,
+        source=image,
+        scale=result.plan.scale,
+        manifest=result.manifest,
+        level=lv.level,
+        matte=request.background_color,
+    )
+    atomic_write(Path(args.output), encoded.data)
+    if args.manifest:
+        manifest = {**result.manifest, "output": {"level": lv.level, **encoded.to_json()}}
+        atomic_write(Path(args.manifest), json.dumps(manifest, indent=2).encode())
+    quality = f" quality {encoded.quality}" if encoded.quality is not None else ""
+    print(
+        f"level {lv.level} ({lv.preset.recipe}) {lv.image.size[0]}×{lv.image.size[1]} → {args.output} "
+        f"({encoded.format}{quality}, {encoded.size} bytes; seed {result.seed})"
+    )
 
 
 def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
+    """``grid`` / ``upscale``. Exit 0; :data:`EXIT_LEVELS_FAILED` when levels failed
+    (:func:`failed_levels`; for ``upscale``, its one level did not run); :data:`EXIT_ERROR`
+    when the run or its output failed as a whole."""
     from pipelines.engine import Engine
     from pipelines.errors import LabError
-    from pipelines.report import atomic_write, metrics_markdown, png_bytes, save_run
+    from pipelines.report import metrics_markdown, save_run
 
     base = request_file(args)
     progress = TqdmProgress()
     try:
+        inline = take_inline_image(base) if isinstance(base, dict) else None  # the REST API's rule
         request = request_fields(args, grid=grid).build(base)
         engine = Engine(engine_config(args))
-        image = engine.load(_source(args, request.url))
+        image = engine.load(_source(args, request.url, inline))
         result = engine.run(image, request, progress=progress)
         progress.close()
         for w in result.warnings:
@@ -160,21 +289,21 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
             written = save_run(result, args.output)
             print(metrics_markdown(result))  # the scores, then notes ending with the recommendation
             print(f"seed {result.seed}; wrote {len(written)} files to {args.output}")
+            failed = failed_levels(result)
+            for lv in failed:
+                print(f"error: level {lv.level} did not run: {lv.message}", file=sys.stderr)
+            if failed:
+                return EXIT_LEVELS_FAILED
         else:
             lv = result.levels[0]
             if lv.image is None:
                 print(f"error: level {lv.level} did not run: {lv.message}", file=sys.stderr)
-                return 3
-            atomic_write(Path(args.output), png_bytes(lv.image))
-            if args.manifest:
-                atomic_write(Path(args.manifest), result.manifest_json().encode())
-            print(
-                f"level {lv.level} ({lv.preset.recipe}) {lv.image.size[0]}×{lv.image.size[1]} → {args.output} (seed {result.seed})"
-            )
+                return EXIT_LEVELS_FAILED
+            write_answer(args, result, request, image, lv)
     except LabError as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     return 0
 
 
@@ -210,12 +339,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 IQA_DECIMALS = 4  # iqa's scores, in JSON and the table
 
 
-def iqa_row(path: str, *, metrics: Sequence[Metric]) -> dict[str, Any]:
+def iqa_row(path: str, *, metrics: Sequence[Metric], channel: NiqeChannel = "y") -> dict[str, Any]:
     """The no-reference scores of one image file: ``path``, one key per metric of ``metrics``
     (rounded; None where the metric gives no score, e.g. NIQE of a flat image or of one under
     192 px a side), ``width``, ``height``, and ``error`` when the file cannot be read or a
-    metric refuses it. Raises LabError when a metric's model itself is missing (NIQE's
-    pristine model)."""
+    metric refuses it. NIQE scores the luma ``channel`` (``pipelines.quality.NIQE_CHANNELS``).
+    Raises LabError when a metric's model itself is missing (NIQE's pristine model)."""
     from pipelines.imaging import load_image
     from pipelines.metrics import ScoreInput, score
 
@@ -223,7 +352,7 @@ def iqa_row(path: str, *, metrics: Sequence[Metric]) -> dict[str, Any]:
     try:
         loaded = load_image(path)
         row["width"], row["height"] = loaded.size
-        scores = score(ScoreInput(output=loaded.rgb), metrics)
+        scores = score(ScoreInput(output=loaded.rgb, niqe_channel=channel), metrics)
     except (ValueError, OSError) as exc:  # InputError is a ValueError
         row["error"] = str(exc)
         return row
@@ -232,9 +361,10 @@ def iqa_row(path: str, *, metrics: Sequence[Metric]) -> dict[str, Any]:
     return row
 
 
-def iqa_table(rows: list[dict[str, Any]], *, metrics: Sequence[Metric]) -> str:
+def iqa_table(rows: list[dict[str, Any]], *, metrics: Sequence[Metric], channel: NiqeChannel = "y") -> str:
     """Path, size and one column per metric of ``metrics``, aligned; an error takes the score
-    columns; a note per metric (its description, from the registry) follows the table."""
+    columns; then which luma NIQE scored (``channel``, when NIQE is a column) and a note per
+    metric (its description, from the registry)."""
 
     def cells(row: dict[str, Any]) -> tuple[str, ...]:
         size = f"{row['width']}×{row['height']}" if row["width"] is not None else "-"
@@ -247,7 +377,15 @@ def iqa_table(rows: list[dict[str, Any]], *, metrics: Sequence[Metric]) -> str:
     # every cell but a line's last is padded to its column's width (an error is an error line's last)
     widths = [max(len(line[i]) for line in table if i < len(line) - 1) for i in range(len(table[0]) - 1)]
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(line[:-1], widths, strict=False)), line[-1]]) for line in table]
-    return "\n".join(lines + [f"{m.name}: {m.description}" for m in metrics])
+    return "\n".join(lines + niqe_channel_note(metrics, channel) + [f"{m.name}: {m.description}" for m in metrics])
+
+
+def niqe_channel_note(metrics: Sequence[Metric], channel: NiqeChannel) -> list[str]:
+    """The line saying which luma NIQE scored (none when NIQE is not among ``metrics``)."""
+    if not any(m.key == "niqe" for m in metrics):
+        return []
+    others = "; ".join(f"--channel {c} for {text}" for c, text in NIQE_CHANNELS.items() if c != channel)
+    return [f"NIQE channel: {channel}, {NIQE_CHANNELS[channel]}; {others}"]
 
 
 def cmd_iqa(args: argparse.Namespace, *, metrics: Sequence[Metric] | None = None) -> int:
@@ -260,14 +398,14 @@ def cmd_iqa(args: argparse.Namespace, *, metrics: Sequence[Metric] | None = None
     rows: list[dict[str, Any]] = []
     try:
         for path in args.images:
-            rows.append(iqa_row(path, metrics=metrics))
+            rows.append(iqa_row(path, metrics=metrics, channel=args.channel))
             if args.json:
                 print(json.dumps(rows[-1]), flush=True)
     except LabError as exc:  # a metric's model is missing or corrupt: no image can be scored
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.json:
-        print(iqa_table(rows, metrics=metrics))
+        print(iqa_table(rows, metrics=metrics, channel=args.channel))
     return 1 if any("error" in row for row in rows) else 0
 
 
@@ -296,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = command("upscale", "one image at one strength (the commercial API's semantics)")
     up.add_argument("input", nargs="?", help="image path or http(s) URL (or 'url' in --request)")
-    up.add_argument("-o", "--output", required=True, help="output PNG path")
+    up.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg or .webp: see --format)")
     up.add_argument(
         "--strength",
         type=int,
@@ -308,7 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-generative", action="store_true", help="generative_upscale=false: the same base path with the effect off"
     )
     up.add_argument("--manifest", help="also write the run's JSON manifest here")
+    up.add_argument(
+        "--replay",
+        metavar="OUTPUT_IMAGE",
+        help="rerun the run that made OUTPUT_IMAGE (its embedded manifest: request, seed, level) on INPUT "
+        "or the manifest's url; flags given as well override its fields",
+    )
     add_request_args(up)
+    add_output_args(up, one_file=True)
     add_engine_args(up)
 
     gr = command("grid", f"run all {TABLE.count_text} levels into a folder (PNGs, grid.png, metrics, manifest)")
@@ -327,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     iqa.add_argument("images", nargs="+", metavar="IMAGE", help="image files (every format the lab reads)")
     iqa.add_argument("--json", action="store_true", help="one JSON object per image and line")
+    iqa.add_argument(
+        "--channel",
+        "--niqe-channel",
+        dest="channel",
+        choices=list(NIQE_CHANNELS),
+        default="y",
+        help="the luma NIQE scores (default %(default)s): "
+        + "; ".join(f"{c}: {text}" for c, text in NIQE_CHANNELS.items()),
+    )
 
     add_engine_args(command("download", "fetch and verify every default weight (needs the Hugging Face Hub)"))
     add_engine_args(command("status", "device and which models are available or missing"))

@@ -31,6 +31,7 @@ from evaluation.paper import paper_check
 from evaluation.per_image import evaluate_image
 from evaluation.scores import jsonable
 from pipelines.engine_args import add_engine_args, engine_config
+from pipelines.quality import NIQE_CHANNELS
 from pipelines.report import atomic_write
 
 # The parts live in evaluation/ (and the figures in figures.py); this file parses the flags,
@@ -55,7 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DB",
         help="the recommendation's LR-consistency floor (default %(default)s dB; see docs/metrics.md)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--niqe-channel",
+        "--channel",
+        dest="niqe_channel",
+        choices=list(NIQE_CHANNELS),
+        default="y",
+        help="the luma NIQE scores (default %(default)s; PSNR-Y and SSIM-Y stay on Y): "
+        + "; ".join(f"{c}: {text}" for c, text in NIQE_CHANNELS.items()),
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress (a bar on a terminal, else one line per image)"
+    )
     add_engine_args(p)
     args = p.parse_args(argv)
     if args.levels != "all":  # checked against the engine's level table by chosen_levels
@@ -97,6 +109,7 @@ def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
         "degradation": asdict(deg),
         "upscaler": args.upscaler,
         "models": [args.sd15, args.controlnet, args.lora, args.lora_file],
+        "niqe_channel": args.niqe_channel,
     }
 
 
@@ -124,12 +137,18 @@ def my_share(images: list[Path], state: Any) -> list[Path]:
 
 
 def score_images(engine: Any, todo: list[Path], args: argparse.Namespace, deg: Degradation, desc: str) -> None:
-    """Evaluate each image of ``todo``, saving its record as soon as it is done (runs resume)."""
+    """Evaluate each image of ``todo``, saving its record as soon as it is done (runs resume).
+    Progress: a tqdm bar on a terminal; where stderr is a file or a pipe, one line per image."""
     from tqdm import tqdm
 
     per_image = Path(args.output) / "per_image"
-    for path in tqdm(todo, desc=desc, unit="image", disable=args.no_progress, file=sys.stderr):
-        record = evaluate_image(engine, path, args, deg)
+    bars = sys.stderr.isatty()
+    for i, path in enumerate(
+        tqdm(todo, desc=desc, unit="image", disable=args.no_progress or not bars, file=sys.stderr)
+    ):
+        if not bars and not args.no_progress:
+            print(f"{desc}: image {i + 1}/{len(todo)} {path.name}", file=sys.stderr, flush=True)
+        record = evaluate_image(engine, path, args, deg, niqe_channel=args.niqe_channel)
         atomic_write(per_image / f"{key_of(path)}.json", json.dumps(jsonable(record)).encode())
 
 
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         state.wait_for_everyone()
     if is_main:
         records = [json.loads((per_image / f"{key_of(p)}.json").read_text()) for p in images]
-        print(write_outputs(out, records, args, deg, table=table))
+        print(write_outputs(out, records, args, deg, table=table, niqe_channel=args.niqe_channel))
         check = paper_check(records, args, deg, table)
         if check:
             print(check)

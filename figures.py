@@ -89,9 +89,7 @@ def perception_distortion_figure(
         group = [p for p in shown if p.generative == generative]
         if group:
             _group(ax, group, x_of, style)
-    for p in shown:
-        text = f"{p.label} (∞)" if math.isinf(p.fidelity) else p.label
-        ax.annotate(text, (x_of(p), p.naturalness), xytext=(6, 6), textcoords="offset points", fontsize=9)
+    labels = [_label(ax, p, x_of(p)) for p in shown]
 
     # 4. the recommended point, the floor, the axes
     for p in shown:
@@ -116,7 +114,44 @@ def perception_distortion_figure(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    keep_inside(ax, labels)
     return fig
+
+
+def _label(ax: Any, p: PDPoint, x: float) -> Any:
+    """The point's label, up and to the right of its marker at (``x``, naturalness)."""
+    text = f"{p.label} (∞)" if math.isinf(p.fidelity) else p.label
+    return ax.annotate(text, (x, p.naturalness), xytext=(6, 6), textcoords="offset points", fontsize=9)
+
+
+LABEL_FIT_ROUNDS = 4  # widening the limits shrinks the scale, which moves the labels: a few rounds settle it
+LABEL_FIT_MARGIN_PX = 3.0  # room between a label and the axes' frame
+
+
+def keep_inside(ax: Any, artists: Sequence[Any]) -> None:
+    """Widen the data limits of ``ax`` until every one of ``artists`` (labels placed at a fixed
+    offset in points from a data point) lies inside the axes' frame: a label of the top or
+    rightmost point would otherwise run over the frame into the title or out of the figure.
+    Works in display space, so inverted axes and fixed ticks stay as they are; the limits only
+    ever grow. A label wider than the axes cannot fit and stops after ``LABEL_FIT_ROUNDS``."""
+    if not artists:
+        return
+    for _ in range(LABEL_FIT_ROUNDS):
+        frame = ax.get_window_extent()
+        boxes = [a.get_window_extent() for a in artists]
+        pad = LABEL_FIT_MARGIN_PX
+        left = max(0.0, frame.x0 + pad - min(b.x0 for b in boxes))
+        right = max(0.0, max(b.x1 for b in boxes) - frame.x1 + pad)
+        bottom = max(0.0, frame.y0 + pad - min(b.y0 for b in boxes))
+        top = max(0.0, max(b.y1 for b in boxes) - frame.y1 + pad)
+        if not (left or right or bottom or top):
+            return
+        # the data values that would sit at the frame grown by the overflow become the new limits
+        (x0, y0), (x1, y1) = ax.transData.inverted().transform(
+            [(frame.x0 - left, frame.y0 - bottom), (frame.x1 + right, frame.y1 + top)]
+        )
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
 
 
 def _infinity_tick(ax: Any, hi: float, edge: float) -> None:

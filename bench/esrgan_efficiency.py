@@ -47,14 +47,18 @@ def timed(fn: Callable[[], object], sync: Callable[[], None] | None) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device")
     p.add_argument("--dtypes", help="comma-separated (default: fp32,bf16 on a CPU, the device's best elsewhere)")
     p.add_argument("--tile", type=int, default=64, help="input tile for the kernel-level measurement")
     p.add_argument("--size", default="160x120", help="WxH of a real photo run through the tiled path")
     p.add_argument("--rounds", type=int, default=5)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     device, best = pick_device(args.device, None)
     names = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if device.type == "cpu" else [None])
     dtypes = [DTYPES[n] if n else best for n in names]

@@ -27,7 +27,7 @@ from pipelines.request import UpscaleRequest
 from testing.tiny import build_tiny_models, tiny_settings
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size", type=int, default=128, help="input side (px); output is ×4")
     p.add_argument("--repeats", type=int, default=3)
@@ -35,7 +35,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="scheduler steps (the preset's 20 by default)")
     p.add_argument("--vae-factor", type=int, default=8, choices=(2, 8), help="tiny VAE downsampling (8 like SD 1.5)")
     p.add_argument("--jpeg", type=int, metavar="Q", help="save the input as a JPEG of this quality first")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     from PIL import Image
     from skimage import data
 

@@ -13,9 +13,10 @@ import presets
 from evaluation.aggregate import best_levels
 from evaluation.per_image import THUMB_WIDTH
 from evaluation.scores import RECOMMENDATION_KEYS, SUMMARY_COLUMNS, number
-from evaluation.text import MONOTONICITY_QUESTION, legend, not_run_text, picks_text, shown
+from evaluation.text import MONOTONICITY_QUESTION, legend, niqe_channel_text, not_run_text, picks_text, shown
 from figures import EVALUATION_CAPTIONS
 from pipelines.metrics import Metric, get_metric
+from pipelines.quality import NiqeChannel
 
 
 @functools.cache
@@ -194,10 +195,11 @@ def html_report(
     check: dict[str, Any] | None = None,
     *,
     table: presets.LevelTable = presets.TABLE,
+    niqe_channel: NiqeChannel = "y",
 ) -> str:
     """The self-contained report (images inlined as data URIs, no external resources): title,
-    the per-level table, the monotonicity check, the plots and every image's grid. All text
-    from file names and results is escaped."""
+    the per-level table (with the luma its NIQE scored, ``niqe_channel``), the monotonicity
+    check, the plots and every image's grid. All text from file names and results is escaped."""
     ran = [e["level"] for e in summary.values() if e["images"]]
     meta = f"{len(records)} image{'s' if len(records) != 1 else ''} · levels {', '.join(map(str, ran)) or 'none'} ran"
     parts = [
@@ -207,6 +209,7 @@ def html_report(
         f'<header><h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p></header>',
         "<section><h2>Scores per level</h2>",
         summary_table_html(summary, table=table),
+        f'<p class="note">{html.escape(niqe_channel_text(niqe_channel))}</p>',
         "</section><section><h2>Monotonicity</h2>",
         monotonicity_html(mono, table=table),
         "</section>",

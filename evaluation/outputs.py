@@ -15,14 +15,20 @@ from evaluation.dataset import Degradation
 from evaluation.html_report import html_report
 from evaluation.markdown import recommendation_markdown, summary_markdown
 from evaluation.scores import SCORE_KEYS, jsonable
+from evaluation.text import niqe_channel_text
 from figures import evaluation_figures
+from pipelines.quality import NiqeChannel
 from pipelines.report import atomic_write
+
+# Settings added to config.json after runs were written without them, with the value those
+# runs had: an older folder still resumes under the same settings.
+CONFIG_ADDED = {"niqe_channel": "y"}
 
 
 def check_config(out: Path, config: dict[str, Any], fresh: bool) -> None:
     """Record the run's configuration; refuse to mix results of another one in ``out``."""
     path = out / "config.json"
-    if path.exists() and not fresh and json.loads(path.read_text()) != config:
+    if path.exists() and not fresh and {**CONFIG_ADDED, **json.loads(path.read_text())} != config:
         raise SystemExit(f"error: {out} holds results of a different configuration; use --fresh or another -o")
     atomic_write(path, json.dumps(config, indent=2).encode())
 
@@ -82,22 +88,34 @@ def write_outputs(
     deg: Degradation,
     *,
     table: presets.LevelTable = presets.TABLE,
+    niqe_channel: NiqeChannel = "y",
 ) -> str:
     """Every output file of an evaluation (summary, per-image CSV, plots, HTML report) from
     ``records``, levels read from ``table`` (the engine's); returns the Markdown summary.
-    ``args``: ``folders``, ``scale``, ``levels``, ``fidelity_floor``."""
+    ``args``: ``folders``, ``scale``, ``levels``, ``fidelity_floor``; ``niqe_channel``: the
+    luma the records' NIQE scored, stated under the summary table and in ``summary.json``."""
     records = sorted(records, key=lambda r: r["image"])
     summary = aggregate(records, args.levels, table=table)
     mono = monotonic_check(records, table=table)
     title = f"{', '.join(Path(f).name for f in args.folders)} ×{args.scale} (degradation: {deg.label()})"
     check = recommendation_check(records, args.fidelity_floor, table=table)
-    md = summary_markdown(summary, mono, title, table=table) + "\n" + recommendation_markdown(check)
+    md = (
+        summary_markdown(summary, mono, title, table=table)
+        + f"\n{niqe_channel_text(niqe_channel)}\n\n"
+        + recommendation_markdown(check)
+    )
     atomic_write(out / "summary.md", md.encode())
-    everything = {"title": title, "levels": summary, "monotonicity": mono, "recommendation": check}
+    everything = {
+        "title": title,
+        "niqe_channel": niqe_channel,
+        "levels": summary,
+        "monotonicity": mono,
+        "recommendation": check,
+    }
     atomic_write(out / "summary.json", json.dumps(jsonable(everything), indent=2).encode())
     atomic_write(out / "per_image.csv", per_image_csv(records, args.levels).encode())
     atomic_write(out / "summary.csv", summary_csv(summary).encode())
     plot_paths = write_plots(summary, out, check, table=table) if any(e["images"] for e in summary.values()) else {}
-    page = html_report(records, summary, mono, plot_paths, title, check, table=table)
+    page = html_report(records, summary, mono, plot_paths, title, check, table=table, niqe_channel=niqe_channel)
     atomic_write(out / "report.html", page.encode())
     return md

@@ -12,18 +12,22 @@ from PIL import Image
 
 from evaluation.dataset import Degradation, image_seed, key_of, make_pair
 from evaluation.scores import SUMMARY_COLUMNS
+from pipelines.quality import NiqeChannel
 from pipelines.report import png_bytes
 
 THUMB_WIDTH = 160  # px: the report's thumbnails (its style sheet sizes them the same)
 
 
-def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
+def evaluate_image(
+    engine: Any, path: Path, args: argparse.Namespace, deg: Degradation, *, niqe_channel: NiqeChannel = "y"
+) -> dict[str, Any]:
     """The record of one image (``args``: ``scale``, ``seed``, ``levels``): its name, path,
     ground-truth size and seed, per level either its scores (``status`` "ok") or why it did
     not run (``status`` "not run", ``reason``), and base64 PNG thumbnails of every output,
-    the ground truth and the input."""
+    the ground truth and the input. NIQE scores the luma ``niqe_channel`` (the engine's own
+    score is Y's; another channel is scored here again)."""
     from pipelines.imaging import load_image
-    from pipelines.metrics import sr_scores
+    from pipelines.metrics import ScoreInput, get_metric, score, sr_scores
     from pipelines.request import UpscaleRequest
 
     hr, lr = make_pair(path, args.scale)
@@ -47,6 +51,8 @@ def evaluate_image(engine: Any, path: Path, args: argparse.Namespace, deg: Degra
             continue
         scores = sr_scores(lv.image, hr, scale=args.scale)
         scores.update({m.key: lv.metrics[m.key] for m in SUMMARY_COLUMNS if m.key in lv.metrics})
+        if niqe_channel != "y" and "niqe" in scores:
+            scores.update(score(ScoreInput(output=lv.image, niqe_channel=niqe_channel), [get_metric("niqe")]))
         scores["seconds"] = lv.seconds
         levels[str(lv.level)] = {"status": "ok", **scores}
         thumbs[str(lv.level)] = thumbnail(lv.image)

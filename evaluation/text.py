@@ -8,6 +8,7 @@ from typing import Any
 import presets
 from evaluation.scores import SUMMARY_COLUMNS
 from pipelines.metrics import Metric
+from pipelines.quality import NIQE_CHANNELS, NiqeChannel
 
 MONOTONICITY_QUESTION = (
     "Does a more generative level score closer to the ground truth (PSNR-Y) than a less "
@@ -56,6 +57,11 @@ def legend(
             " measures change, not quality, so no level is marked; inf means identical to the baseline."
         )
     return "".join(parts)
+
+
+def niqe_channel_text(channel: NiqeChannel) -> str:
+    """Which luma the summary's NIQE scored (``evaluate.py --niqe-channel``)."""
+    return f"NIQE channel: {channel}, {NIQE_CHANNELS[channel]} (evaluate.py --niqe-channel {channel})."
 
 
 def picks_text(check: dict[str, Any]) -> str:

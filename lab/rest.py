@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import math
@@ -29,8 +28,8 @@ from pipelines.engine import LevelResult, RunResult
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number
-from pipelines.report import png_bytes
-from pipelines.request import UpscaleRequest, parse_request
+from pipelines.output import encode_answer
+from pipelines.request import UpscaleRequest, parse_request, take_inline_image
 
 log = logging.getLogger("upscale-lab.rest")
 
@@ -64,9 +63,15 @@ def add_rest(api: FastAPI, *, queue_max: int) -> None:
         try:
             check_key(http)
             check_media_type(http)
+            wait = wait_seconds(http)
+            if wait is not None:  # the run becomes a job (lab/jobs.py): its answer if ready in time, else 202
+                jobs = getattr(http.app.state, "jobs", None)
+                if jobs is None:
+                    raise Refused(422, "wait: this server runs no jobs", "wait")
+                return await jobs.submit_and_wait(http, await read_json(http), wait)
             req, loaded = await request_and_image(await read_json(http))
             result = await run_until_hangup(http, loaded, req)
-            return answer(result, req, as_json=http.query_params.get("format") == "json")
+            return answer(result, req, as_json=http.query_params.get("format") == "json", source=loaded)
         except Refused as exc:
             return exc.response
         except ClientDisconnect:
@@ -92,9 +97,30 @@ def check_key(http: Request) -> None:
     key = os.environ.get(API_KEY_ENV)
     if not key:
         return
-    given = http.headers.get("x-api-key") or http.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), key.encode()):
+    if not secrets.compare_digest(given_key(http).encode(), key.encode()):
         raise Refused(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+
+
+def given_key(http: Request) -> str:
+    """The API key the request carries (``X-API-Key`` or ``Authorization: Bearer``), "" if none."""
+    return http.headers.get("x-api-key") or http.headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+WAIT_MAX_S = 60
+
+
+def wait_seconds(http: Request) -> float | None:
+    """The ``?wait=`` seconds (0 to WAIT_MAX_S; None when absent). Raises Refused 422 naming ``wait``."""
+    raw = http.query_params.get("wait")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not 0 <= wait <= WAIT_MAX_S:  # NaN fails too
+        raise Refused(422, f"wait: must be a number of seconds from 0 to {WAIT_MAX_S}, got {raw[:40]!r}", "wait")
+    return wait
 
 
 def check_media_type(http: Request) -> None:
@@ -143,17 +169,12 @@ async def read_json(http: Request) -> dict[str, Any]:
 
 async def request_and_image(data: dict[str, Any]) -> tuple[UpscaleRequest, LoadedImage]:
     """The validated request (levels checked against the served engine's table) and its image,
-    from ``url`` or the lab extra ``image_base64``, decoded off the event loop; 422 otherwise."""
-    b64 = data.pop("image_base64", None)
+    from ``url`` or the lab extra ``image_base64`` (``take_inline_image``: the rule
+    ``cli.py upscale --request`` shares), decoded off the event loop; 422 otherwise."""
     try:
-        if b64 is not None and data.get("url") is not None:
-            raise RequestError("url", "give either 'url' or 'image_base64', not both")
+        blob = take_inline_image(data)
         req = parse_request(data, table=supervision.served_table())  # levels: the engine's, before any image
-        if b64 is not None:
-            try:
-                blob = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError, TypeError) as exc:
-                raise RequestError("image_base64", "is not valid base64") from exc
+        if blob is not None:
             return req, await asyncio.to_thread(load_image, blob)
         if req.url:
             return req, await asyncio.to_thread(supervision.get_engine().load, req.url, policy=fetch_policy())
@@ -196,19 +217,32 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def answer(result: RunResult, req: UpscaleRequest, *, as_json: bool) -> Response:
-    """The PNG of the answered level with its headers, or with ``as_json`` the JSON answer
-    (scores of every level, the recommendation, the manifest)."""
+def answer(result: RunResult, req: UpscaleRequest, *, as_json: bool, source: LoadedImage | None = None) -> Response:
+    """The answered level's image, encoded as ``req.output`` says (PNG by default; the
+    ``source``'s EXIF, profile and DPI and the run's manifest embedded: ``pipelines.output``),
+    with its headers; or with ``as_json`` the JSON answer (scores of every level, the
+    recommendation, the manifest with ``output``: what was encoded). Raises RequestError naming
+    ``max_file_size`` when no quality fits (422)."""
     lv = answered_level(result, req)
-    if lv.image is None:
-        return error(503, f"level {lv.level} did not run: {lv.message}")
+    if lv.image is None:  # missing weights: 503 until fetched; a part that failed: 500
+        return error(503 if lv.status == "missing" else 500, f"level {lv.level} did not run: {lv.message}")
     advice = result.recommendation
     headers = {"X-Seed": str(result.seed), "X-Level": str(lv.level), "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}"}
     if advice is not None and advice.level is not None:
         headers["X-Recommended-Level"] = str(advice.level)
-    png = png_bytes(lv.image)
+    encoded = encode_answer(
+        lv.image,
+        req.output,
+        source=source,
+        scale=result.plan.scale,
+        manifest=result.manifest,
+        level=lv.level,
+        matte=req.background_color,
+    )
+    if encoded.quality is not None:
+        headers["X-Quality"] = str(encoded.quality)
     if not as_json:
-        return Response(png, media_type="image/png", headers=headers)
+        return Response(encoded.data, media_type=encoded.media_type, headers=headers)
     return JSONResponse(
         {
             "level": lv.level,
@@ -222,8 +256,8 @@ def answer(result: RunResult, req: UpscaleRequest, *, as_json: bool) -> Response
                 str(x.level): {"status": x.status, "metrics": {k: json_number(v) for k, v in x.metrics.items()}}
                 for x in result.levels
             },
-            "image_base64": base64.b64encode(png).decode(),
-            "manifest": result.manifest,
+            "image_base64": base64.b64encode(encoded.data).decode(),
+            "manifest": {**result.manifest, "output": {"level": lv.level, **encoded.to_json()}},
         },
         headers=headers,
     )

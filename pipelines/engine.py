@@ -36,8 +36,9 @@ from pipelines.cache import cache_dir
 from pipelines.cancel import check_cancel
 from pipelines.convert import pil_to_uint8_tensor
 from pipelines.device import dtype_name, dtype_reason, pick_device
-from pipelines.errors import LabError, ModelMissingError, WeightsError
+from pipelines.errors import LabError, ModelMissingError, OutOfMemoryError, WeightsError
 from pipelines.fetch import FetchPolicy, fetch_image_bytes
+from pipelines.files import locked, write_atomic
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
 from pipelines.models import DiffusionModels, load_refiner
@@ -78,7 +79,9 @@ class EngineConfig:
 
 @dataclass
 class LevelResult:
-    """One level of a run. ``image`` is None unless ``status == "ok"``; ``message`` says why."""
+    """One level of a run. ``image`` is None unless ``status == "ok"``; ``message`` says why,
+    and ``failed_part`` names the part that gave no image: its base path, or
+    :data:`DIFFUSION` (missing diffusion weights, a failed pass)."""
 
     level: int
     preset: presets.Level
@@ -88,6 +91,10 @@ class LevelResult:
     reason: str | None = None  # a short form of ``message`` for a grid cell
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    failed_part: str | None = None
+
+
+DIFFUSION = "diffusion"  # the part name of the diffusion stage in ``LevelResult.failed_part``
 
 
 @dataclass
@@ -139,11 +146,44 @@ class _Plan:
 
 
 @dataclass(frozen=True)
+class _Failure:
+    """Why a ``part`` of a run (a base path, :data:`DIFFUSION`) gave no image: the status of
+    the levels that needed it, the message (what failed and the fix) and a short reason for a
+    grid cell."""
+
+    part: str
+    status: Status
+    message: str
+    reason: str
+
+
+# What a part may raise that fails only the levels needing it; anything else (Cancelled, a
+# bug) ends the run.
+PART_FAILURES = (ModelMissingError, WeightsError, OutOfMemoryError, torch.OutOfMemoryError)
+
+
+def part_failure(exc: Exception, part: str) -> _Failure:
+    """The levels' status for a failure of ``part`` (a base path, :data:`DIFFUSION`):
+    ``missing`` for absent weights (the reason names the fetch command), else ``error``. A base
+    path's message starts with its name."""
+    prefix = "" if part == DIFFUSION else f"{part}: "
+    if isinstance(exc, ModelMissingError):
+        fetch = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
+        return _Failure(part, "missing", prefix + str(exc), fetch)
+    if isinstance(exc, WeightsError):
+        return _Failure(part, "error", prefix + str(exc), "corrupt or unwritable weights (see message)")
+    if isinstance(exc, OutOfMemoryError):
+        return _Failure(part, "error", prefix + str(exc), "out of memory (see message)")
+    return _Failure(part, "error", f"{prefix}out of memory: {exc}", "out of memory (see message)")
+
+
+@dataclass(frozen=True)
 class _Bases:
     """Step 2: each base path's image at the content size (the levels' and the baseline's),
     the seconds it took, what it did beyond a resize (``notes``), which were computed in this
     run rather than taken from the cache (``fresh``), which equal an earlier one pixel for
-    pixel (``same_as``: name → the earlier name) and whether the ×4 network was skipped."""
+    pixel (``same_as``: name → the earlier name), whether the ×4 network was skipped, and the
+    base paths that failed (``failed``: name → why; their levels get that status)."""
 
     images: Mapping[str, Image.Image]
     seconds: Mapping[str, float]
@@ -151,6 +191,7 @@ class _Bases:
     fresh: frozenset[str]
     same_as: Mapping[str, str]
     network_skipped: bool
+    failed: Mapping[str, _Failure] = field(default_factory=dict)
 
     def source(self, base_path: str) -> str:
         """The base whose pixels ``base_path``'s levels use (itself, or its identical twin)."""
@@ -337,7 +378,8 @@ class Engine:
         plan = self._plan(call)  # 1. request on the table, seed, levels, size plan
         bases = self._base_stage(call, plan)  # 2. each base path once
         finish = self._finisher(call, plan, bases)  # 4–5. compose and score each level when ready
-        finish.from_bases([lv for lv in plan.levels if not lv.generative])  # no diffusion: now
+        finish.unavailable([lv for lv in plan.levels if lv.base_path in bases.failed])  # their base failed: now
+        finish.from_bases([lv for lv in plan.levels if not lv.generative and lv.base_path in bases.images])
         diffusion = self._generative_stage(call, plan, bases, finish)  # 3. diffusion, then 4–5 per level
         timings = {**bases.timings, "compose_and_metrics": finish.seconds, **diffusion.timings}
         timings["total"] = time.perf_counter() - t_start
@@ -358,21 +400,33 @@ class Engine:
         return _Plan(request=request, seed=seed, levels=levels, size=size, low_res=call.image.rgb.crop(size.crop))
 
     def _base_stage(self, call: _Call, plan: _Plan) -> _Bases:
-        """Each base path the levels need, once (the baseline's always, for the metrics)."""
+        """Each base path the levels need, once (the baseline's always, for the metrics). A base
+        path that fails (:data:`PART_FAILURES`: weights missing or unreadable, a cache that
+        cannot be written, out of memory at the smallest tile) fails only its levels; the
+        baseline's failure ends the run (nothing could be scored)."""
         table = self.config.table
         needed = {lv.base_path for lv in plan.levels} | {table.baseline.base_path}
         images: dict[str, Image.Image] = {}
         seconds: dict[str, float] = {}
         notes: dict[str, str] = {}
         fresh: set[str] = set()
+        failed: dict[str, _Failure] = {}
         for i, path in enumerate(p for p in table.base_paths if p in needed):
             check_cancel(call.cancel)
             if call.progress:
                 call.progress(f"base: {path}", i, len(needed))
             t = time.perf_counter()
-            if self._base_key(path, call.image, plan.size) not in self._base_cache:
+            cached = self._base_key(path, call.image, plan.size) in self._base_cache
+            try:
+                images[path], note = self._base(path, call, plan)
+            except PART_FAILURES as exc:
+                if path == table.baseline.base_path:
+                    raise
+                log.warning("base path %s failed: %s", path, exc)
+                failed[path] = part_failure(exc, path)
+                continue
+            if not cached:
                 fresh.add(path)
-            images[path], note = self._base(path, call, plan)
             if note:
                 notes[path] = note
             seconds[path] = time.perf_counter() - t
@@ -386,23 +440,21 @@ class Engine:
             same_as=identical_bases(images, set(images), table.base_paths),  # e.g. bicubic_clean of a PNG
             network_skipped=any(self._spec(p).tiled_by_x4 for p in images)
             and skips_network(plan.low_res.size, plan.size.content),
+            failed=failed,
         )
 
     def _generative_stage(self, call: _Call, plan: _Plan, bases: _Bases, finish: _Finisher) -> _Diffusion:
         """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); ``finish``
         finishes each level as soon as its image is decoded. Missing weights make them
-        ``missing``."""
-        gen_levels = [lv for lv in plan.levels if lv.generative]
+        ``missing``; a pass that fails (:data:`PART_FAILURES`: out of memory even at the smallest
+        tile) makes the levels not finished yet ``error``. Levels whose base failed are skipped."""
+        gen_levels = [lv for lv in plan.levels if lv.generative and lv.base_path in bases.images]
         if not gen_levels:
             return _Diffusion()
         try:
             refiner = self.refiner(call.cancel)
-        except ModelMissingError as exc:
-            reason = f"missing weights: {exc.model_id}. Fetch with: {exc.fetch_command}"
-            finish.unavailable(gen_levels, "missing", str(exc), reason)
-            return _Diffusion()
-        except WeightsError as exc:
-            finish.unavailable(gen_levels, "error", str(exc), "corrupt weights (see message)")
+        except (ModelMissingError, WeightsError) as exc:
+            finish.unavailable(gen_levels, part_failure(exc, DIFFUSION))
             return _Diffusion()
         scales: dict[float, list[str]] = {}
         for lv in gen_levels:
@@ -417,7 +469,15 @@ class Engine:
             finish.refined(ready, picture, timings.get(f"diffusion_{scale:g}", 0.0) / passes[scale])
 
         job = self._refine_job(plan, bases, scales)
-        outcome = refine(refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image)
+        try:
+            outcome = refine(
+                refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image
+            )
+        except PART_FAILURES as exc:
+            log.warning("diffusion failed: %s", exc)
+            left = [lv for lv in gen_levels if lv.level not in finish.results]
+            finish.unavailable(left, part_failure(exc, DIFFUSION))
+            return _Diffusion(timings=timings)  # no passes: an interrupted pass teaches no costs
         return _Diffusion(passes=passes, timings=timings, warnings=tuple(outcome.warnings))
 
     def _refine_job(self, plan: _Plan, bases: _Bases, scales: dict[float, list[str]]) -> RefineJob:
@@ -532,15 +592,17 @@ class Engine:
         self._store_costs(learned)
 
     def _store_costs(self, learned: dict[str, float]) -> None:
+        """Record ``learned`` under :meth:`cost_key` in ``costs.json``, keeping every other
+        entry: the read, update and atomic write hold the file's lock, so engines in several
+        processes sharing the cache never lose each other's entries."""
         path = self._costs_path()
         try:
-            data = json.loads(path.read_text()) if path.exists() else {}
-            data = data if isinstance(data, dict) else {}
-            data[self.cost_key()] = learned
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.replace(path)
+            with locked(path.with_name(path.name + ".lock")):
+                data = json.loads(path.read_text()) if path.exists() else {}
+                data = data if isinstance(data, dict) else {}
+                data[self.cost_key()] = learned
+                write_atomic(path, json.dumps(data, indent=1).encode())
         except (OSError, ValueError) as exc:  # an estimate is a nicety: never fail a run for it
             log.warning("could not record stage costs in %s: %s", path, exc)
 
@@ -708,10 +770,12 @@ class _Finisher:
             self._finish(lv, picture, self._bases.seconds[lv.base_path] + diffusion_seconds, notes)
         self.seconds += time.perf_counter() - t
 
-    def unavailable(self, levels: list[presets.Level], status: Status, message: str, reason: str) -> None:
-        """Hand on ``levels`` without an image (their weights are missing or broken)."""
+    def unavailable(self, levels: list[presets.Level], why: _Failure | None = None) -> None:
+        """Hand on ``levels`` without an image: the part they need failed (``why``; None: each
+        level's base path, which failed)."""
         for lv in levels:
-            self._emit(LevelResult(lv.level, lv, status, message=message, reason=reason))
+            w = why or self._bases.failed[lv.base_path]
+            self._emit(LevelResult(lv.level, lv, w.status, message=w.message, reason=w.reason, failed_part=w.part))
 
     def _notes(self, lv: presets.Level) -> list[str]:
         """What the level's base path did that its reader should know."""

@@ -3,6 +3,9 @@
 Limits are checked on the header before any pixel is decoded; EXIF orientation is applied;
 alpha is split off (upscaled separately and re-attached at compose time); grayscale, palette,
 CMYK and 16-bit inputs are normalised to 8-bit RGB with the original family remembered.
+An RGB colour profile other than sRGB is converted to sRGB (the models see sRGB); the source's
+EXIF (orientation 1, no thumbnail), ICC profile and DPI are kept for the output
+(``pipelines.output.metadata_for``).
 
 Accepted formats are ``ACCEPTED_FORMATS``, all under the same byte limit, pixel limit (read
 from the header, before decoding) and EXIF orientation. HEIC/HEIF (phone photos) is read by
@@ -29,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import presets
 from pipelines.errors import InputError, LabError
+from pipelines.output import clean_exif, is_srgb, to_srgb
 
 # Pillow's format id → the name a person knows it by.
 ACCEPTED_FORMATS: Mapping[str, str] = MappingProxyType(
@@ -87,6 +91,9 @@ class LoadedImage:
     sha256: str
     format: str
     jpeg_quality: int | None = None  # the IJG quality a JPEG file was saved at (its quantisation tables)
+    exif: bytes | None = None  # the source's EXIF: orientation set to 1 (applied to the pixels), no thumbnail
+    icc_profile: bytes | None = None  # the source's ICC profile (``rgb`` is converted to sRGB when it is not)
+    dpi: tuple[float, float] | None = None  # the source's resolution in dots per inch
 
     @property
     def size(self) -> tuple[int, int]:
@@ -219,9 +226,24 @@ def _decode(data: bytes, *, max_pixels: int) -> LoadedImage:
         from pipelines.waifu2x import jpeg_quality
 
         quality = jpeg_quality(img)
+    icc, dpi = img.info.get("icc_profile") or None, _dpi(img.info.get("dpi"))
     img = ImageOps.exif_transpose(img) or img
+    exif = clean_exif(img.getexif())  # after the transpose: it edits the image's own EXIF
     loaded = _normalise(img, digest, fmt)
-    return replace(loaded, jpeg_quality=quality)
+    if icc is not None and not loaded.grayscale and not is_srgb(icc):
+        loaded = replace(loaded, rgb=to_srgb(loaded.rgb, icc))
+    return replace(loaded, jpeg_quality=quality, exif=exif, icc_profile=icc, dpi=dpi)
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    """A decoder's ``dpi`` as two positive floats; None when absent or meaningless (0, NaN)."""
+    if not isinstance(value, tuple) or len(value) != 2:
+        return None
+    try:
+        x, y = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if x > 0 and y > 0 and np.isfinite(x) and np.isfinite(y) else None
 
 
 def _normalise(img: Image.Image, digest: str, fmt: str) -> LoadedImage:

@@ -13,13 +13,16 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
 
 from pipelines.convert import pil_to_array
+
+if TYPE_CHECKING:
+    from pipelines.quality import NiqeChannel
 
 STRIP_ROWS = 256  # metrics work on row strips: memory stays flat whatever the image size
 SSIM_RADIUS = 5  # the Gaussian window's radius (σ = 1.5, truncate 3.5): an 11×11 window
@@ -127,7 +130,8 @@ class ScoreInput:
     """What a metric may look at, for one level: its ``output`` (RGB, the content size), the
     bicubic ``baseline`` (same size), the ``low_res`` input, an optional ``ground_truth``, the
     tile ``seams`` of the path that made it (boundary columns and rows, or None when it was
-    not tiled) and, for the evaluation's scores, the ``shave`` border. Values several metrics
+    not tiled), for the evaluation's scores, the ``shave`` border, and the luma NIQE scores
+    (``niqe_channel``, a key of ``pipelines.quality.NIQE_CHANNELS``). Values several metrics
     share (the colour drift pair, the SR scores) are computed once per input."""
 
     output: Image.Image
@@ -137,6 +141,7 @@ class ScoreInput:
     seams: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     shave: int = 0
     check: Callable[[], None] | None = None  # called between metrics and strips (the engine's cancel)
+    niqe_channel: NiqeChannel = "y"
 
     @functools.cached_property
     def drift(self) -> tuple[float, float]:
@@ -210,7 +215,7 @@ def _niqe(inputs: ScoreInput) -> float:
 
     if min(inputs.output.size) < NIQE_MIN_SIDE:
         return math.nan  # too small for NIQE's 96-px blocks: no score rather than a failed level
-    return niqe(inputs.output)
+    return niqe(inputs.output, convert_to=inputs.niqe_channel)
 
 
 def _seams(inputs: ScoreInput) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from pipelines.errors import WeightsError
+from pipelines.files import locked, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -143,27 +144,51 @@ def cached_conversion(
     conversion ``version``. The record ``stem.json`` beside it holds both checksums and
     ``label`` (where the source came from). Shared by every ncnn conversion (x4plus, waifu2x).
 
-    Raises WeightsError when the conversion's parameter count is wrong or the folder is not
-    writable.
+    Safe across processes sharing ``folder``: the check, the conversion and the write hold the
+    lock ``stem.lock`` (:func:`pipelines.files.locked`), so a second process waits and then
+    reads the first one's file; files are written under unique temporary names and renamed.
+
+    Raises WeightsError when the source cannot be read, the conversion's parameter count is
+    wrong, or the folder cannot be written (not writable, disk full): that message names the
+    folder and ``UPSCALE_LAB_CACHE``.
     """
     target = folder / f"{stem}.safetensors"
     meta_path = folder / f"{stem}.json"
-    source_sha = sha256_file(source)
+    try:
+        source_sha = sha256_file(source)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {source}: {exc.strerror}") from exc
     if _cached_matches(target, meta_path, source_sha, version):
-        return target
-    state = convert()
+        return target  # the usual case: no lock needed to read a published file
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with locked(folder / f"{stem}.lock"):
+            if _cached_matches(target, meta_path, source_sha, version):
+                return target  # another process converted it while this one waited
+            state = _convert(stem, source, convert, expected_parameters)
+            _publish(state, target, meta_path, {"version": version, "source": label, "source_sha256": source_sha})
+    except (OSError, SafetensorError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WeightsError(
+            f"cannot write the converted weights to {folder} ({why}); set UPSCALE_LAB_CACHE to a writable folder"
+        ) from exc
+    log.info("converted %s to %s", source.name, target)
+    return target
+
+
+def _convert(
+    stem: str, source: Path, convert: Callable[[], dict[str, torch.Tensor]], expected_parameters: int
+) -> dict[str, torch.Tensor]:
+    """``convert()``, its parameter count checked. Raises WeightsError (a source file that cannot
+    be read, a wrong count)."""
+    try:
+        state = convert()
+    except OSError as exc:
+        raise WeightsError(f"cannot read the weights of {stem} beside {source}: {exc}") from exc
     n = count_parameters(state)
     if n != expected_parameters:
         raise WeightsError(f"{stem}: conversion gave {n} parameters, expected {expected_parameters}")
-    meta = {"version": version, "source": label, "source_sha256": source_sha, "sha256": "", "parameters": n}
-    try:
-        _publish(state, target, meta_path, meta)
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot write the converted weights to {folder} ({exc.strerror}); set UPSCALE_LAB_CACHE to a writable folder"
-        ) from exc
-    log.info("converted %s (%d parameters) to %s", source.name, n, target)
-    return target
+    return state
 
 
 def _cached_matches(target: Path, meta_path: Path, source_sha: str, version: int) -> bool:
@@ -186,15 +211,13 @@ def _cached_matches(target: Path, meta_path: Path, source_sha: str, version: int
 
 
 def _publish(state: dict[str, torch.Tensor], target: Path, meta_path: Path, meta: dict[str, object]) -> None:
-    """Write ``state`` and its record (``meta`` with the file's sha256) by temporary files and
-    renames, the weights verified to read back before they are published. Raises OSError."""
-    from safetensors.torch import load_file, save_file
+    """Write ``state`` and then its record (``meta`` with the parameter count and the file's
+    sha256), each through a unique temporary name and a rename; the bytes are checked to load
+    back before they are written. Raises OSError, SafetensorError."""
+    from safetensors.torch import load, save
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    load_file(str(tmp))  # verify it reads back before publishing it
-    os.replace(tmp, target)
-    tmp_meta = meta_path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps({**meta, "sha256": sha256_file(target)}, indent=2))
-    os.replace(tmp_meta, meta_path)
+    data = save(state)
+    load(data)  # verify it reads back before publishing it
+    write_atomic(target, data, sync=True)
+    record = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "parameters": count_parameters(state)}
+    write_atomic(meta_path, json.dumps(record, indent=2).encode(), sync=True)

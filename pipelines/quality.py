@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -61,6 +62,17 @@ _PAIR_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # horizontal, vertical, two di
 # converts colour input; BT.601 studio-range Y (rgb2ycbcr) is BasicSR's and the SR papers' choice.
 _GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 _YCBCR_Y_WEIGHTS = (65.481, 128.553, 24.966)  # Y = 16 + w · RGB, RGB in [0, 1], Y in [16, 235]
+
+NiqeChannel = Literal["y", "gray"]
+# The lumas NIQE can score (``niqe(convert_to=...)``, ``cli.py iqa --channel``, ``evaluate.py
+# --niqe-channel``) and what each is; "y" first: the default everywhere. On colour photos the
+# two differ by up to about 0.4 (the five calibration images of docs/metrics.md).
+NIQE_CHANNELS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "y": "BT.601 Y of MATLAB's rgb2ycbcr, as BasicSR, pyiqa and the SR papers",
+        "gray": "MATLAB's rgb2gray, as the authors' MATLAB release and its published values",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,7 @@ def _levels(pixels: np.ndarray, name: str) -> np.ndarray:
     return np.clip(pixels.astype(np.float64), 0.0, 1.0) * 255.0
 
 
-def _luma(rgb255: np.ndarray, convert_to: Literal["y", "gray"]) -> np.ndarray:
+def _luma(rgb255: np.ndarray, convert_to: NiqeChannel) -> np.ndarray:
     """Rounded 8-bit luma, as MATLAB's ``rgb2ycbcr``/``rgb2gray`` return on uint8 input."""
     if convert_to == "y":
         w = _YCBCR_Y_WEIGHTS
@@ -337,7 +349,7 @@ def niqe(
     image: ImageLike,
     *,
     crop_border: int = 0,
-    convert_to: Literal["y", "gray"] = "y",
+    convert_to: NiqeChannel = "y",
     model: PristineModel | None = None,
 ) -> float:
     """NIQE of an RGB image (lower = more natural); typically 2–8 for photos, more when blurred,
@@ -353,8 +365,8 @@ def niqe(
     """
     if crop_border < 0:
         raise ValueError(f"crop_border must be >= 0, got {crop_border}")
-    if convert_to not in ("y", "gray"):
-        raise ValueError(f"convert_to must be 'y' or 'gray', got {convert_to!r}")
+    if convert_to not in NIQE_CHANNELS:
+        raise ValueError(f"convert_to must be one of {list(NIQE_CHANNELS)}, got {convert_to!r}")
     rgb = _rgb_input(image, "niqe")
     if crop_border:
         rgb = rgb[crop_border:-crop_border, crop_border:-crop_border]

@@ -20,6 +20,8 @@ end in :class:`UpscaleRequest`, whose ``__post_init__`` checks every value.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import secrets
@@ -30,6 +32,7 @@ from typing import Any, Literal, get_args
 
 import presets
 from pipelines.errors import RequestError
+from pipelines.output import OUTPUT_FIELDS, OutputSpec, parse_file_size, parse_output
 
 Fit = Literal["canvas", "crop", "bounds", "cover"]
 FITS: tuple[str, ...] = get_args(Fit)
@@ -47,6 +50,7 @@ TOP_LEVEL_FIELDS = (
     "seed",
     "negative_prompt",
     "levels",
+    *OUTPUT_FIELDS,  # output_format, quality, max_file_size, ...: pipelines.output.OutputSpec
 )
 MAX_SEED = 2**32 - 1
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -96,6 +100,7 @@ class UpscaleRequest:
     seed: int | None = None
     levels: tuple[int, ...] | None = None
     fidelity_floor: float | None = None  # dB of LR-consistency for the recommendation; None: the default
+    output: OutputSpec = OutputSpec()  # how the answer is encoded (format, quality, metadata); checked there
     table: presets.LevelTable = field(default=presets.TABLE, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,6 +181,7 @@ class UpscaleRequest:
             out["url"] = self.url
         if self.prompt is not None:
             out["background"]["generate"] = {"adapter_type": "upscale", "description": self.prompt}
+        out.update(self.output.to_json())
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -349,7 +355,30 @@ def parse_request(data: Mapping[str, Any], *, table: presets.LevelTable = preset
         if data["upscale_strength"] is None:
             _check_strength(None, table)  # raises, naming the field
         kw["upscale_strength"] = data["upscale_strength"]
-    return UpscaleRequest(**kw, table=table)
+    return UpscaleRequest(**kw, output=parse_output(data), table=table)
+
+
+INLINE_IMAGE_FIELD = "image_base64"  # the lab's extra beside "url": the image itself, in base64
+
+
+def take_inline_image(data: dict[str, Any]) -> bytes | None:
+    """Remove the lab extra ``image_base64`` from the request JSON ``data`` and return its
+    decoded bytes (None when absent or null), so that :func:`parse_request` sees the API's
+    fields only. One rule for every door (REST, ``cli.py upscale --request``); the bytes are
+    then an image to check with ``pipelines.imaging.load_image`` (format and size limits).
+
+    Raises RequestError naming ``url`` when both are given, ``image_base64`` when it is not
+    base64 text.
+    """
+    b64 = data.pop(INLINE_IMAGE_FIELD, None)
+    if b64 is None:
+        return None
+    if data.get("url") is not None:
+        raise RequestError("url", f"give either 'url' or '{INLINE_IMAGE_FIELD}', not both")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise RequestError(INLINE_IMAGE_FIELD, "is not valid base64") from exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -360,7 +389,9 @@ class RequestFields:
     None = not given. ``width``, ``height`` and ``padding`` are text as typed (see
     :func:`parse_length_text`; blank = not given); ``background`` a hex colour; a blank
     ``prompt`` is not given (the preset prompt), a blank ``negative_prompt`` asks for none;
-    ``seed`` may come from a number box as a float, which must be whole.
+    ``seed`` may come from a number box as a float, which must be whole. ``output_format``,
+    ``quality``, ``max_file_size`` (bytes or text like ``"1MB"``) and ``strip_metadata`` are
+    laid over the base's output fields (:class:`pipelines.output.OutputSpec` checks them).
     """
 
     width: str | None = None
@@ -376,6 +407,10 @@ class RequestFields:
     generative_upscale: bool | None = None
     levels: Sequence[int] | None = None
     fidelity_floor: float | None = None
+    output_format: str | None = None
+    quality: int | None = None
+    max_file_size: str | int | None = None
+    strip_metadata: bool | None = None
 
     def build(
         self, base: Mapping[str, Any] | None = None, *, table: presets.LevelTable = presets.TABLE
@@ -404,7 +439,25 @@ class RequestFields:
         for name in ("min_length", "fit", "upscale_strength", "generative_upscale", "fidelity_floor"):
             if getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
+        output = self._output(request.output)
+        if output != request.output:
+            changes["output"] = output
         return replace(request, **changes)
+
+    def _output(self, base: OutputSpec) -> OutputSpec:
+        """``base`` with the output fields that were given (a new format drops the base's
+        quality and size target, which belong to the format they were given for)."""
+        changes: dict[str, Any] = {}
+        if self.output_format is not None and self.output_format.lower() != base.format:
+            changes.update(format=self.output_format.lower(), quality=None, max_file_size=None, lossless=False)
+        if self.quality is not None:
+            changes["quality"] = self.quality
+        if self.max_file_size is not None:
+            size = self.max_file_size
+            changes["max_file_size"] = parse_file_size(int(size) if isinstance(size, str) and size.isdigit() else size)
+        if self.strip_metadata is not None:
+            changes["strip_metadata"] = self.strip_metadata
+        return replace(base, **changes) if changes else base
 
 
 def _whole_seed(seed: float) -> int | float:
@@ -432,6 +485,11 @@ class SizePlan:
     content: tuple[int, int]
     canvas: tuple[int, int]
     offset: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        """Output pixels per input pixel (horizontally): what a print size scales by."""
+        return self.content[0] / max(1, self.crop[2] - self.crop[0])
 
 
 def simplest_ratio(width: int, height: int) -> Fraction:

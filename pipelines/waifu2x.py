@@ -181,7 +181,7 @@ class UpConv7(torch.nn.Module):
 
 
 _MODELS: dict[int | None, UpConv7] = {}
-_MODELS_LOCK = threading.Lock()  # one conversion at a time: they share temporary file names
+_MODELS_LOCK = threading.Lock()  # one load per level in this process (the cache has its own lock)
 
 
 def load_cleanup_model(noise_level: int | None) -> UpConv7:

@@ -11,8 +11,13 @@ import pytest
 from conftest import serving
 from PIL import Image
 
+import presets
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = str(ROOT / "examples" / "astronaut_portrait.png")
+TABLE = presets.TABLE  # the served tiny engine's levels
+PLAIN = tuple(lv.level for lv in TABLE.levels if not lv.generative)  # the levels without diffusion
+GENERATIVE = tuple(lv.level for lv in TABLE.levels if lv.generative)
 
 
 def test_app_builds_without_weights_and_loads_nothing(missing_engine):
@@ -44,16 +49,16 @@ def grid_args(width="96", height="", seed=3):
     return [handle_file(PHOTO), "", width, height, "canvas", "", "", "", seed, False]
 
 
-def test_grid_returns_nine_results_with_scores(client):
+def test_grid_returns_every_level_with_scores(client):
     out = client.predict(*grid_args(), api_name="/grid")
     gallery, table, _plot, seed, files = out[0], out[1], out[2], out[3], out[4]
-    assert len(gallery) == 9
+    assert len(gallery) == len(TABLE.levels)
     for item in gallery:
         assert Image.open(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]).format == "PNG"
     rows = table["data"]
-    assert [r[0] for r in rows] == [str(n) for n in range(1, 10)]
+    assert [r[0] for r in rows] == [str(n) for n in TABLE.numbers]
     assert all(r[2] == "ok" for r in rows), rows
-    assert rows[7][3] == "inf"  # level 8 against itself
+    assert rows[TABLE.numbers.index(TABLE.baseline_level)][3] == "inf"  # the baseline against itself
     assert seed == 3
     names = sorted(Path(f).name for f in files)
     assert names[0] == "manifest.json" and names[1].endswith(".zip")
@@ -62,18 +67,18 @@ def test_grid_returns_nine_results_with_scores(client):
 def test_single_upscale_honours_size(client):
     from gradio_client import handle_file
 
+    strength = GENERATIVE[-1]
     img, file, info, seed = client.predict(
-        handle_file(PHOTO), "", "120", "80", "canvas", "", "", "", 5, False, 6, True, api_name="/upscale"
+        handle_file(PHOTO), "", "120", "80", "canvas", "", "", "", 5, False, strength, True, api_name="/upscale"
     )
     assert Image.open(img).size == (120, 80)
-    assert "Level 6" in info and seed == 5
+    assert f"Level {strength}" in info and seed == 5
 
 
 def test_the_form_and_the_flags_build_the_same_request():
     """The app's form and the CLI's flags go through one builder: the same fields give the same
     request, and the same message for a bad width."""
     import cli
-    import presets
     from lab.form import UIInput
     from pipelines.errors import RequestError
     from pipelines.request import Percent
@@ -85,12 +90,13 @@ def test_the_form_and_the_flags_build_the_same_request():
         args = [command, "x.png", "-o", "out", "--width", width, "--fit", "crop", "--padding", "8", "--prompt", "cows"]
         return cli.request_fields(cli.build_parser().parse_args([*args, "--seed", "7", *extra]), grid=command == "grid")
 
-    grid = form().fields(levels=presets.LEVEL_NUMBERS).build()
+    grid = form().fields(levels=TABLE.numbers).build()
     assert grid == flags("grid").build(None)
     assert (grid.width, grid.padding, grid.prompt, grid.seed) == (Percent(200), 8, "cows", 7)
-    single = form().fields(upscale_strength=4, generative_upscale=False).build()
-    assert single == flags("upscale", "--strength", "4", "--no-generative").build(None)
-    assert single.effective_levels == (7,)
+    strength = GENERATIVE[0]
+    single = form().fields(upscale_strength=strength, generative_upscale=False).build()
+    assert single == flags("upscale", "--strength", str(strength), "--no-generative").build(None)
+    assert single.effective_levels == (TABLE.non_generative_twin(strength).level,)
 
     messages = []
     for fields in (form(width="-5").fields(), flags("grid", width="-5")):
@@ -108,7 +114,7 @@ def test_bad_input_gives_the_engine_message(client):
     with pytest.raises(AppError, match="upload an image"):
         client.predict(None, "", "96", "", "canvas", "", "", "", 1, False, api_name="/grid")
     # and the server still serves
-    assert len(client.predict(*grid_args(), api_name="/grid")[0]) == 9
+    assert len(client.predict(*grid_args(), api_name="/grid")[0]) == len(TABLE.levels)
 
 
 def post(url, body, headers=None):
@@ -146,18 +152,20 @@ def test_rest_with_the_design_request(lab_server):
     assert status == 200, body[:300]
     img = Image.open(io.BytesIO(body))
     assert img.format == "PNG" and img.size == (144, 144)
-    assert headers["x-seed"] == "9" and headers["x-level"] == "5"
+    assert headers["x-seed"] == "9" and headers["x-level"] == str(SEED_REQUEST["upscale_strength"])
     status, _, body = post(
         lab_server + "/api/v1/upscale?format=json", {**SEED_REQUEST, "image_base64": b64_photo(), "seed": 9}
     )
     doc = json.loads(body)
-    assert status == 200 and doc["level"] == 5 and doc["manifest"]["seed"] == 9 and doc["image_base64"]
+    assert status == 200 and doc["level"] == SEED_REQUEST["upscale_strength"] and doc["manifest"]["seed"] == 9
+    assert doc["image_base64"]
 
 
 def test_rest_errors(lab_server):
     status, _, body = post(lab_server + "/api/v1/upscale", b"{not json")
     assert status == 400 and b"malformed JSON" in body
-    status, _, body = post(lab_server + "/api/v1/upscale", {"upscale_strength": 10, "image_base64": b64_photo()})
+    beyond = TABLE.max_level + 1
+    status, _, body = post(lab_server + "/api/v1/upscale", {"upscale_strength": beyond, "image_base64": b64_photo()})
     assert status == 422 and json.loads(body)["field"] == "upscale_strength"
     status, _, body = post(lab_server + "/api/v1/upscale", {"width": 100})
     assert status == 422 and json.loads(body)["field"] == "url"
@@ -167,7 +175,7 @@ def test_rest_errors(lab_server):
 
 def test_rest_api_key(lab_server, monkeypatch):
     monkeypatch.setenv("UPSCALE_LAB_API_KEY", "s3cret")
-    body = {**SEED_REQUEST, "image_base64": b64_photo(), "upscale_strength": 8}
+    body = {**SEED_REQUEST, "image_base64": b64_photo(), "upscale_strength": TABLE.baseline_level}
     assert post(lab_server + "/api/v1/upscale", body)[0] == 401
     assert post(lab_server + "/api/v1/upscale", body, {"X-API-Key": "wrong"})[0] == 401
     assert post(lab_server + "/api/v1/upscale", body, {"Authorization": "Bearer s3cret"})[0] == 200
@@ -179,11 +187,11 @@ def test_rest_door_refuses_what_it_should_not_read(lab_server):
     deep = b"[" * 5000 + b"]" * 5000
     status, _, body = post(lab_server + "/api/v1/upscale", deep)
     assert status == 400 and b"nested too deeply" in body
-    both = {"url": "https://example.com/a.png", "image_base64": b64_photo(), "upscale_strength": 8}
+    both = {"url": "https://example.com/a.png", "image_base64": b64_photo(), "upscale_strength": TABLE.baseline_level}
     status, _, body = post(lab_server + "/api/v1/upscale", both)
     doc = json.loads(body)
     assert status == 422 and doc["field"] == "url" and "image_base64" in doc["error"]
-    ok = {"image_base64": b64_photo(), "upscale_strength": 8, "width": 96}
+    ok = {"image_base64": b64_photo(), "upscale_strength": TABLE.baseline_level, "width": 96}
     assert post(lab_server + "/api/v1/upscale", ok)[0] == 200
 
 
@@ -236,7 +244,7 @@ def test_rest_body_over_the_limit_is_refused_before_it_is_read(lab_server):
 
 
 def test_grid_fills_in_as_levels_finish_with_an_estimate(client):
-    """The grid streams: an early update already shows the levels without diffusion (7–9)
+    """The grid streams: an early update already shows the levels without diffusion
     while the diffusion levels read 'running'; the last update is the whole result. After a
     run on this device, the next run states its estimated time."""
     client.predict(*grid_args(width="256", seed=5), api_name="/grid")  # measures the stage costs
@@ -245,12 +253,13 @@ def test_grid_fills_in_as_levels_finish_with_an_estimate(client):
     updates = job.outputs()
     assert len(updates) >= 2, "no update before the end of the run"
     first_gallery, first_note = updates[0][0], updates[0][9]
-    captions = [item["caption"] for item in first_gallery]
-    assert len(captions) == 9 and any("running" in c for c in captions)
-    for lv in (7, 8, 9):
-        assert "running" not in captions[lv - 1] and "PSNR" in captions[lv - 1]
+    captions = [item["caption"] for item in first_gallery]  # in grid order
+    assert len(captions) == len(TABLE.levels) and any("running" in c for c in captions)
+    in_grid = [lv.level for lv in TABLE.in_grid_order]
+    for n in PLAIN:
+        assert "running" not in captions[in_grid.index(n)] and "PSNR" in captions[in_grid.index(n)]
     assert "levels ready" in first_note and "estimated ~" in first_note
-    assert len(final[0]) == 9 and all("running" not in item["caption"] for item in final[0])
+    assert len(final[0]) == len(TABLE.levels) and all("running" not in item["caption"] for item in final[0])
 
 
 def test_rest_huge_numbers_are_clear_errors(lab_server):
@@ -266,12 +275,12 @@ def test_rest_huge_numbers_are_clear_errors(lab_server):
 def test_rest_returns_the_recommended_level_of_several(lab_server):
     from pipelines.recommend import NIQE_TIE
 
-    body = {"image_base64": b64_photo((96, 96)), "width": 288, "levels": [7, 8, 9], "seed": 1}
+    body = {"image_base64": b64_photo((96, 96)), "width": 288, "levels": list(PLAIN), "seed": 1}
     status, headers, raw = post(lab_server + "/api/v1/upscale?format=json", body)
     assert status == 200, raw[:300]
     doc = json.loads(raw)
     pick = doc["recommended_level"]
-    assert pick in (7, 8, 9) and doc["level"] == pick and headers["x-recommended-level"] == str(pick)
+    assert pick in PLAIN and doc["level"] == pick and headers["x-recommended-level"] == str(pick)
     assert doc["recommendation"]["reason"].startswith(f"level {pick}")
     # the pick follows the rule over the scores the response carries
     floor = doc["recommendation"]["floor_db"]

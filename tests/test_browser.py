@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import record
 
+import presets
+
 ROOT = Path(__file__).resolve().parents[1]
+TABLE = presets.TABLE  # the served tiny engine's levels
+RUN_ALL = f"Run all {TABLE.count_text} levels"  # the grid's button
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",
@@ -31,14 +35,14 @@ def require_chromium() -> None:
 
 
 def start_long_run(p, lab_server: str, run_outcomes):
-    """A browser page that starts a nine-level run long enough (1024 px with the tiny models)
+    """A browser page that starts a run of every level, long enough (1024 px with the tiny models)
     to act on mid-run; returns (browser, page) once the engine is running."""
     browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
     page = browser.new_page()
     page.goto(lab_server + "/")
     page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
     page.locator("#width-in input").fill("1024")
-    page.get_by_role("button", name="Run all nine levels").click()
+    page.get_by_role("button", name=RUN_ALL).click()
     run_outcomes.wait_started()
     return browser, page
 
@@ -54,20 +58,18 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
         page.goto(lab_server + "/")
         page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
         page.locator("#width-in input").fill("512")  # ×2, and NIQE needs 192 px a side: a recommendation
-        page.get_by_role("button", name="Run all nine levels").click()
+        page.get_by_role("button", name=RUN_ALL).click()
         expect(page.locator("#run-note")).to_contain_text("Seed", timeout=240_000)  # the run's last update
         recommendation = page.locator("#recommendation")
         expect(recommendation).to_contain_text("recommended: level", timeout=60_000)
         picked = int(recommendation.inner_text().split("recommended: level")[1].split()[0])
         captions = page.locator("#grid .caption-label")
-        expect(captions).to_have_count(9, timeout=30_000)
+        expect(captions).to_have_count(len(TABLE.levels), timeout=30_000)
         expect(captions.filter(has_text="★ recommended")).to_have_count(1, timeout=30_000)
         page.wait_for_timeout(500)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "grid.png"), full_page=True)
-        import presets
-
-        for i, lv in enumerate(presets.LEVELS):  # level, recipe and the scores, legible and not cut
+        for i, lv in enumerate(TABLE.in_grid_order):  # level, recipe and the scores, legible and not cut
             text = captions.nth(i).inner_text()
             badge = "★ recommended · " if lv.level == picked else ""
             assert text.startswith(f"{badge}{lv.level} · ") and "PSNR" in text and "NIQE" in text, text
@@ -78,9 +80,9 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
 
         page.get_by_role("tab", name="Scores").click()
         scores = page.locator("#scores")
-        for lv in presets.LEVELS:  # every level's row is on screen
+        for lv in TABLE.levels:  # every level's row is on screen
             expect(scores).to_contain_text(lv.recipe, timeout=30_000)
-        expect(scores).to_contain_text("inf")  # level 8 against itself
+        expect(scores).to_contain_text("inf")  # the baseline against itself
         expect(page.locator("#pd-plot img").first).to_be_visible(timeout=30_000)  # fidelity vs naturalness
         page.screenshot(path=str(SCREENSHOTS / "scores.png"), full_page=True)
 
@@ -185,7 +187,7 @@ def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_ser
         for name, size in (("desktop", {"width": 1400, "height": 1000}), ("phone", {"width": 390, "height": 844})):
             page = browser.new_page(viewport=size)
             page.goto(lab_server + "/")
-            run = page.get_by_role("button", name="Run all nine levels")
+            run = page.get_by_role("button", name=RUN_ALL)
             expect(run).to_be_visible(timeout=60_000)
             for what in (run, page.locator("#run-note")):
                 box = what.bounding_box()
@@ -199,7 +201,7 @@ def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_ser
         fake.write_text("not an image, whatever its name says")
         capfd.readouterr()
         page.set_input_files("input[type=file]", str(fake))
-        page.get_by_role("button", name="Run all nine levels").click()
+        page.get_by_role("button", name=RUN_ALL).click()
         toast = page.locator(".toast-body").filter(has_text="not a recognised image")
         expect(toast).to_be_visible(timeout=60_000)
         assert "/tmp/" not in toast.inner_text() and "preprocess" not in toast.inner_text()
@@ -211,7 +213,7 @@ def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_ser
         page.reload()
         page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
         page.locator("#width-in input").fill("256")
-        page.get_by_role("button", name="Run all nine levels").click()
+        page.get_by_role("button", name=RUN_ALL).click()
         expect(page.locator("#run-note")).to_contain_text("Seed", timeout=240_000)
         page.get_by_role("tab", name="Scores").click()
         scores = page.locator("#scores")

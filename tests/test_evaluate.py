@@ -1,6 +1,7 @@
 """The evaluation tool: metrics conventions, a synthetic dataset end to end, resume, sharding."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+import presets
 from evaluation.aggregate import aggregate, recommendation_check
 from evaluation.dataset import Degradation, image_seed
 from evaluation.html_report import recommendation_html
@@ -19,9 +21,15 @@ from evaluation.markdown import recommendation_markdown
 from evaluation.outputs import write_outputs
 from evaluation.per_image import thumbnail
 from evaluation.scores import SUMMARY_COLUMNS
+from pipelines.base import BASE_SPECS
 from pipelines.metrics import sr_scores, to_y_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
+TABLE = presets.TABLE  # the levels the evaluation runs
+GENERATIVE = [lv.level for lv in TABLE.levels if lv.generative]
+FIRST, LAST = TABLE.min_level, TABLE.max_level
+NOT_RUN, LR_BEST = GENERATIVE[1], GENERATIVE[3]  # the synthetic records' level not run, best LR-consistency
+UNTILED = {lv.level for lv in TABLE.levels if not lv.generative and not BASE_SPECS[lv.base_path].tiled_by_x4}
 OUTPUTS = [
     "per_image.csv",
     "summary.csv",
@@ -83,11 +91,11 @@ def test_end_to_end_every_output_and_resume(dataset, tiny_flags, tmp_path):
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["levels"]["1"]["images"] == 4 and summary["levels"]["8"]["images"] == 4
-    assert len(summary["monotonicity"]) == 9
+    assert summary["levels"][str(FIRST)]["images"] == 4 and summary["levels"][str(TABLE.baseline_level)]["images"] == 4
+    assert len(summary["monotonicity"]) == len(TABLE.base_paths) * math.comb(len(TABLE.effects), 2)
     assert "Monotonicity" in proc.stdout
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 4 * 11
+    assert html.count("data:image/png;base64") >= 4 * (len(TABLE.levels) + 2)  # each level, the HR and the LR
 
     def scores(path):  # every column but the time
         return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
@@ -106,16 +114,18 @@ def test_end_to_end_every_output_and_resume(dataset, tiny_flags, tmp_path):
 
 def test_levels_without_weights_are_not_run(dataset, tmp_path):
     out = tmp_path / "missing"
-    run_eval(str(dataset), "-o", str(out), "--levels", "2,8")
+    generative, plain = str(GENERATIVE[0]), str(TABLE.baseline_level)
+    run_eval(str(dataset), "-o", str(out), "--levels", f"{generative},{plain}")
     rows = (out / "per_image.csv").read_text().splitlines()[1:]
-    assert {r.split(",")[2] for r in rows if r.split(",")[1] == "2"} == {"not run"}
-    assert {r.split(",")[2] for r in rows if r.split(",")[1] == "8"} == {"ok"}
+    assert {r.split(",")[2] for r in rows if r.split(",")[1] == generative} == {"not run"}
+    assert {r.split(",")[2] for r in rows if r.split(",")[1] == plain} == {"ok"}
     assert "not run" in (out / "summary.md").read_text()
 
 
 def test_two_processes_give_the_same_table(dataset, tiny_flags, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_eval(str(dataset), "-o", str(one), *tiny_flags, "--levels", "2,5,8", "--blur", "0.8")
+    column = [str(lv.level) for lv in TABLE.column("bicubic")]  # strong, medium, off
+    run_eval(str(dataset), "-o", str(one), *tiny_flags, "--levels", ",".join(column), "--blur", "0.8")
     from conftest import free_port
 
     torchrun = [
@@ -133,7 +143,7 @@ def test_two_processes_give_the_same_table(dataset, tiny_flags, tmp_path):
         str(two),
         *tiny_flags,
         "--levels",
-        "2,5,8",
+        ",".join(column),
         "--blur",
         "0.8",
         launcher=torchrun,
@@ -142,7 +152,7 @@ def test_two_processes_give_the_same_table(dataset, tiny_flags, tmp_path):
     assert "rank 0/2: 2 images" in proc.stderr and "rank 1/2: 2 images" in proc.stderr
     a = json.loads((one / "summary.json").read_text())
     b = json.loads((two / "summary.json").read_text())
-    for n in ("2", "5", "8"):
+    for n in column:
         for k in ("psnr_y", "ssim_y", "lr_consistency"):
             assert a["levels"][n][k]["mean"] == pytest.approx(b["levels"][n][k]["mean"], abs=0.02), (n, k)
     shutil.rmtree(two)
@@ -201,17 +211,16 @@ def parse_html(page: str) -> Node:
 
 
 def synthetic_records() -> list[dict]:
-    """Two images' results with known winners: PSNR-Y best at level 9, SSIM-Y and time at
-    level 1, LR-consistency at level 4; level 2 not run; level 8 is the baseline (inf)."""
-    import presets
-
+    """Two images' results with known winners: PSNR-Y best at the last level, SSIM-Y and time
+    at the first, LR-consistency at LR_BEST; NOT_RUN not run; the baseline against itself (inf);
+    no seam score for the untiled levels."""
     thumb = thumbnail(Image.new("RGB", (8, 6), (90, 120, 200)), width=8)
     records = []
     for i, name in enumerate(["CSun_Hays80__a<b>&c", "CSun_Hays80__z"]):
         levels = {}
         for n in presets.LEVEL_NUMBERS:
-            if n == 2:
-                levels["2"] = {"status": "not run", "reason": "missing weights: sd15"}
+            if n == NOT_RUN:
+                levels[str(n)] = {"status": "not run", "reason": "missing weights: sd15"}
                 continue
             levels[str(n)] = {
                 "status": "ok",
@@ -219,7 +228,7 @@ def synthetic_records() -> list[dict]:
                 "ssim_y": 0.9 - 0.01 * n,
                 "psnr_rgb": 18.0 + 0.1 * n,
                 "ssim_rgb": 0.8,  # every level ties: nothing to mark
-                "lr_consistency": 35.0 if n == 4 else 30.0 + 0.1 * i,
+                "lr_consistency": 35.0 if n == LR_BEST else 30.0 + 0.1 * i,
                 "psnr_vs_bicubic": "inf" if n == presets.BASELINE_LEVEL else 20.0 + n,
                 "ssim_vs_bicubic": 1.0 if n == presets.BASELINE_LEVEL else 0.5 + 0.01 * n,
                 "niqe": 3.0 + 0.2 * n,
@@ -227,7 +236,7 @@ def synthetic_records() -> list[dict]:
                 "colour_drift_p95": 0.3 * n,
                 "seconds": 1.0 + n,
             }
-            if n not in (8, 9):  # untiled levels get no seam score
+            if n not in UNTILED:  # untiled levels get no seam score
                 levels[str(n)]["seam_score"] = 1.0 + 0.01 * n
         records.append(
             {
@@ -248,8 +257,6 @@ def test_html_report_renders_a_real_table(tmp_path):
     """Issue 15: the report showed Markdown as raw text (``### title``, a monospace pipe table)."""
     import argparse
     import re
-
-    import presets
 
     args = argparse.Namespace(
         levels=list(presets.LEVEL_NUMBERS), folders=["data/CSun_Hays80"], scale=4, fidelity_floor=25.0
@@ -272,14 +279,14 @@ def test_html_report_renders_a_real_table(tmp_path):
     rows = table.find_all("tbody")[0].find_all("tr")
     assert [r.find_all("th")[0].text() for r in rows] == [str(n) for n in presets.LEVEL_NUMBERS]
     by_level = {int(r.find_all("th")[0].text()): r.find_all("td") for r in rows}
-    assert "not run on 2 images: missing weights: sd15" in by_level[2][-1].text()
+    assert "not run on 2 images: missing weights: sd15" in by_level[NOT_RUN][-1].text()
     for level, cells in by_level.items():
-        if level == 2:
+        if level == NOT_RUN:
             continue
         for cell, column in zip(cells[2:], columns, strict=True):  # after recipe and images
             assert "num" in cell.classes  # right-aligned (see .num in the style sheet)
             mean = cell.find_all("span", "mean")[0].text()
-            if column.key == "seam_score" and level in (8, 9):
+            if column.key == "seam_score" and level in UNTILED:
                 assert mean == "—"  # not scored: shown as such, not as 0 or NaN
                 continue
             assert mean == "inf" or re.fullmatch(rf"\d+\.\d{{{column.decimals}}}", mean), (level, column.key, mean)
@@ -287,34 +294,36 @@ def test_html_report_renders_a_real_table(tmp_path):
 
     def best(key: str) -> list[int]:
         i = [c.key for c in columns].index(key)
-        return [lv for lv, cells in by_level.items() if lv != 2 and "best" in cells[2 + i].classes]
+        return [lv for lv, cells in by_level.items() if lv != NOT_RUN and "best" in cells[2 + i].classes]
 
-    assert best("psnr_y") == [9]  # higher is better
-    assert best("ssim_y") == [1]
-    assert best("lr_consistency") == [4]
-    assert best("seconds") == [1]  # lower is better
+    assert best("psnr_y") == [LAST]  # higher is better
+    assert best("ssim_y") == [FIRST]
+    assert best("lr_consistency") == [LR_BEST]
+    assert best("seconds") == [FIRST]  # lower is better
     assert best("psnr_vs_bicubic") == []  # a distance from the baseline: no direction
     assert best("ssim_rgb") == []  # all tied
-    assert by_level[9][2].find_all("strong")  # marked in bold, not only by colour
+    assert by_level[LAST][2].find_all("strong")  # marked in bold, not only by colour
 
     names = [h.text() for h in doc.find_all("h3")]
     assert names[0].startswith("CSun_Hays80__a<b>&c")  # escaped: text, not a <b> element
     assert not doc.find_all("script") and not doc.find_all("link")
     images = doc.find_all("img")
-    assert len(images) >= 2 * 10 and all(i.attrs["src"].startswith("data:image/png;base64,") for i in images)
+    assert len(images) >= 2 * (len(TABLE.levels) - 1 + 2) and all(  # the levels that ran, the HR and the LR
+        i.attrs["src"].startswith("data:image/png;base64,") for i in images
+    )
     markdown = (tmp_path / "summary.md").read_text()  # the Markdown file keeps its Markdown, bold winners
-    assert markdown.startswith(f"### {title}") and "**29.25 ± 0.25**" in markdown
+    assert markdown.startswith(f"### {title}") and f"**{20.25 + LAST:.2f} ± 0.25**" in markdown  # the last level
 
 
 def test_plots_against_level_are_padded():
     """Issue 15: the last level's point and error bar were cut at the right edge (the ticks
-    1..9 set the axis limits when only the last levels ran)."""
+    of the table's levels set the axis limits when only the last levels ran)."""
     from types import SimpleNamespace
 
-    import presets
     from figures import LEVEL_AXIS_PAD, scores_figure, scores_vs_level_figure
 
-    summary = aggregate(synthetic_records(), [7, 8, 9])
+    last = TABLE.numbers[-3:]
+    summary = aggregate(synthetic_records(), list(last))
     wanted = (presets.MIN_LEVEL - LEVEL_AXIS_PAD, presets.MAX_LEVEL + LEVEL_AXIS_PAD)
     assert LEVEL_AXIS_PAD >= 0.3
     for ax in scores_vs_level_figure(summary).axes:
@@ -325,28 +334,29 @@ def test_plots_against_level_are_padded():
             status="ok",
             metrics={"psnr_vs_bicubic": 30.0 + n, "ssim_vs_bicubic": 0.9, "lr_consistency": 35.0},
         )
-        for n in (7, 8, 9)
+        for n in last
     ]
     for ax in scores_figure(SimpleNamespace(levels=levels, table=presets.TABLE)).axes:
         assert ax.get_xlim() == pytest.approx(wanted)
 
 
 def test_recommendation_check_follows_the_floor():
-    """Synthetic scores: NIQE rises with the level (level 1 most natural), LR-consistency is
-    30 dB everywhere but 35 at level 4: floor 25 picks level 1 on both images, floor 32 level 4,
-    floor 40 none; the recommended row equals the picked level's scores."""
+    """Synthetic scores: NIQE rises with the level (the first most natural), LR-consistency is
+    30 dB everywhere but 35 at LR_BEST: floor 25 picks the first level on both images, floor 32
+    LR_BEST, floor 40 none; the recommended row equals the picked level's scores."""
     records = synthetic_records()
     low = recommendation_check(records, 25.0)
-    assert low["picks"] == {"1": 2} and low["images"] == 2
-    assert low["recommended"]["niqe"]["mean"] == pytest.approx(3.2)
-    assert low["recommended"] == low["fixed"]["1"]
-    assert "2" not in low["fixed"]  # level 2 did not run on these images: no like-for-like comparison
+    assert low["picks"] == {str(FIRST): 2} and low["images"] == 2
+    assert low["recommended"]["niqe"]["mean"] == pytest.approx(3.0 + 0.2 * FIRST)
+    assert low["recommended"] == low["fixed"][str(FIRST)]
+    assert str(NOT_RUN) not in low["fixed"]  # it did not run on these images: no like-for-like comparison
     high = recommendation_check(records, 32.0)
-    assert high["picks"] == {"4": 2} and high["recommended"]["lr_consistency"]["mean"] == pytest.approx(35.0)
+    assert high["picks"] == {str(LR_BEST): 2}
+    assert high["recommended"]["lr_consistency"]["mean"] == pytest.approx(35.0)
     none = recommendation_check(records, 40.0)
     assert none["picks"] == {"none": 2} and none["images"] == 0
     md = recommendation_markdown(high)
-    assert "level 4 × 2" in md and "| recommended | " in md and "| 4 (always) | " in md
+    assert f"level {LR_BEST} × 2" in md and "| recommended | " in md and f"| {LR_BEST} (always) | " in md
     assert "no image had a recommendation" in recommendation_markdown(none)
     page = recommendation_html(high)
-    assert page.count("<tr>") == 1 + 1 + len(high["fixed"]) and "level 4 × 2" in page
+    assert page.count("<tr>") == 1 + 1 + len(high["fixed"]) and f"level {LR_BEST} × 2" in page

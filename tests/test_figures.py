@@ -172,3 +172,29 @@ def test_the_evaluation_figures_are_captioned_and_draw_inf_where_the_lab_does():
     lab_ax = scores_figure(result).axes[0]
     assert list(lab_ax.lines[0].get_ydata()) == [PSNR_INF_SHOWN_AS] * 2
     assert PSNR_INF_NOTE in lab_ax.get_legend().get_texts()[0].get_text()
+
+
+def inside(box, frame):
+    return frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        nine_points(),  # the top point (9, least NIQE) is also the rightmost
+        [PDPoint("7", 35.0, 5.0), PDPoint("8", math.inf, 6.0, highlight=True), PDPoint("9", 38.0, 3.5)],
+        [PDPoint("8", 30.0, 6.0)],
+    ],
+    ids=["nine", "infinite-fidelity", "one-point"],
+)
+def test_the_top_points_label_stays_inside_the_axes(points):
+    """Issue "What a newcomer sees" 5: the label of the most natural point (drawn at the top,
+    the y axis being inverted) ran over the axes' frame into the title."""
+    ax = draw(points, floor=32.0)
+    fig = ax.figure
+    top = min((p for p in points if math.isfinite(p.naturalness)), key=lambda p: p.naturalness)
+    (label,) = [t for t in ax.texts if t.get_text().split(" ")[0] == top.label]
+    box = label.get_window_extent()
+    assert inside(box, ax.get_window_extent()), (box, ax.get_window_extent())
+    assert inside(box, fig.bbox)
+    assert all(inside(t.get_window_extent(), ax.get_window_extent()) for t in ax.texts)

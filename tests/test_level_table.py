@@ -3,12 +3,14 @@ tiny models. Every consumer (engine, manifest, grid image, score tables, evaluat
 follow the engine's table; none may assume 3×3 or levels 1..9.
 
 The wide table: 4 base paths × 3 effects = 12 levels in 3 rows × 4 columns, the fourth base
-path ("nearest", a PIL nearest-neighbour resize) in a base-path registry of the test's own,
+path ("test_nearest", a PIL nearest-neighbour resize) in a base-path registry of the test's own,
 given to the engine's config. The tall table: 3 base paths × 4 effects, with a "light" effect at LoRA 0.25 and diffusion settings of its own.
+Both are spelled out level by level, so they keep their shapes whatever the lab's own table is.
 """
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,24 +27,26 @@ from pipelines.request import UpscaleRequest, parse_request
 from testing.tiny import tiny_settings
 
 Level = presets.Level
+LABELS = {"upscale_4": "Real-ESRGAN x4", "bicubic": "bicubic", "bicubic_clean": "bicubic + cleanup"}
+NEAREST = "test_nearest"  # the test's own base path: a name the lab's registry does not hold
 WIDE = presets.LevelTable(
     levels=(
         Level(1, "upscale_4", "strong", 1.0, row=0, column=0),
         Level(2, "bicubic", "strong", 1.0, row=0, column=1),
         Level(3, "bicubic_clean", "strong", 1.0, row=0, column=2),
-        Level(4, "nearest", "strong", 1.0, row=0, column=3),
+        Level(4, NEAREST, "strong", 1.0, row=0, column=3),
         Level(5, "upscale_4", "medium", 0.5, row=1, column=0),
         Level(6, "bicubic", "medium", 0.5, row=1, column=1),
         Level(7, "bicubic_clean", "medium", 0.5, row=1, column=2),
-        Level(8, "nearest", "medium", 0.5, row=1, column=3),
+        Level(8, NEAREST, "medium", 0.5, row=1, column=3),
         Level(9, "upscale_4", "off", 0.0, row=2, column=0),
         Level(10, "bicubic", "off", 0.0, row=2, column=1),
         Level(11, "bicubic_clean", "off", 0.0, row=2, column=2),
-        Level(12, "nearest", "off", 0.0, row=2, column=3),
+        Level(12, NEAREST, "off", 0.0, row=2, column=3),
     ),
-    base_paths=("upscale_4", "bicubic", "bicubic_clean", "nearest"),
+    base_paths=("upscale_4", "bicubic", "bicubic_clean", NEAREST),
     effects=("strong", "medium", "off"),
-    base_path_labels={**presets.TABLE.base_path_labels, "nearest": "nearest neighbour"},
+    base_path_labels={**LABELS, NEAREST: "nearest neighbour"},
     baseline_level=10,
     default_strength=6,
 )
@@ -61,9 +65,9 @@ TALL = presets.LevelTable(
         Level(11, "bicubic", "off", 0.0, row=3, column=1),
         Level(12, "bicubic_clean", "off", 0.0, row=3, column=2),
     ),
-    base_paths=presets.TABLE.base_paths,
+    base_paths=("upscale_4", "bicubic", "bicubic_clean"),
     effects=("strong", "medium", "light", "off"),
-    base_path_labels=presets.TABLE.base_path_labels,
+    base_path_labels=LABELS,
     baseline_level=11,
     default_strength=5,
 )
@@ -79,7 +83,7 @@ def arr(image):
     return np.asarray(image).astype(int)
 
 
-WITH_NEAREST = {**base_paths.BASE_SPECS, "nearest": base_paths.BaseSpec("nearest", nearest)}  # the wide table's
+WITH_NEAREST = {**base_paths.BASE_SPECS, NEAREST: base_paths.BaseSpec(NEAREST, nearest)}  # the wide table's
 
 
 @pytest.fixture(scope="module")
@@ -115,29 +119,38 @@ def test_the_manifest_lists_the_tables_levels(wide):
     assert manifest["request"]["levels"] == list(range(1, 13))
 
 
+def one_row_table(n: int) -> presets.LevelTable:
+    """``n`` levels without diffusion in one row (bicubic first): a table of any size."""
+    paths = ("bicubic", *(f"path_{i}" for i in range(2, n + 1)))
+    levels = tuple(Level(i, path, "off", 0.0, row=0, column=i - 1) for i, path in enumerate(paths, 1))
+    return presets.LevelTable(levels, base_paths=paths, effects=("off",), baseline_level=1, default_strength=1)
+
+
 def test_requests_are_checked_against_the_engines_table(wide_engine, tiny_engine, photo):
-    with pytest.raises(RequestError, match=r"levels: each level must be an integer in 1\.\.9, got 12"):
-        UpscaleRequest(levels=(12,))  # the API's default table
+    beyond = presets.TABLE.max_level + 1  # a level the API's default table lacks
+    lacks = re.escape(f"levels: each level must be an integer in {presets.TABLE.span}, got {beyond}")
+    with pytest.raises(RequestError, match=lacks):
+        UpscaleRequest(levels=(beyond,))  # the API's default table
     with pytest.raises(RequestError, match=r"levels: each level must be an integer in 1\.\.12, got 13"):
         parse_request({"levels": [1, 13]}, table=WIDE)
     with pytest.raises(RequestError, match=r"upscale_strength: must be in 1\.\.12, got 13"):
         UpscaleRequest(upscale_strength=13, table=WIDE)
     assert UpscaleRequest(upscale_strength=8, generative_upscale=False, table=WIDE).effective_levels == (12,)
-    with pytest.raises(RequestError, match=r"levels: each level must be an integer in 1\.\.9, got 12"):
-        tiny_engine.run(photo, UpscaleRequest(width=64, levels=(12,), table=WIDE))  # an engine of nine levels
+    with pytest.raises(RequestError, match=lacks):  # a request on a table with that level, an engine without it
+        tiny_engine.run(photo, UpscaleRequest(width=64, levels=(beyond,), table=one_row_table(beyond)))
 
 
 def test_an_engine_refuses_a_table_it_cannot_run():
     with pytest.raises(ValueError, match=r"no DiffusionSettings for LoRA scale\(s\) 0.25"):
         Engine(EngineConfig(table=TALL, settings=tiny_settings(), device="cpu"))
-    with pytest.raises(ValueError, match="unknown base path 'nearest'"):  # the default registry lacks it
+    with pytest.raises(ValueError, match=f"unknown base path '{NEAREST}'"):  # the default registry lacks it
         Engine(EngineConfig(table=WIDE, settings=tiny_settings(), device="cpu"))
 
 
 def test_the_base_path_registry_is_read_only():
     with pytest.raises(TypeError):
-        base_paths.BASE_SPECS["nearest"] = base_paths.BaseSpec("nearest", nearest)  # type: ignore[index]
-    assert "nearest" not in base_paths.BASE_SPECS
+        base_paths.BASE_SPECS[NEAREST] = base_paths.BaseSpec(NEAREST, nearest)  # type: ignore[index]
+    assert NEAREST not in base_paths.BASE_SPECS
 
 
 def grid_cells(sheet: Image.Image, table: presets.LevelTable, cell_h: int) -> dict[int, Image.Image]:

@@ -1,8 +1,13 @@
+"""The level table's mechanism, on a 3 × 3 table of the test's own (``NINE``), and the one place
+that pins the lab's table (``presets.TABLE``) to DESIGN.md's nine levels: a new row or column of
+levels fails :func:`test_levels_match_design_table` (edit ``DESIGN_TABLE`` and that test) and
+nothing else in the tests."""
+
 import pytest
 
 import presets
 
-DESIGN_TABLE = [
+DESIGN_TABLE = [  # (level, base path, effect, LoRA scale): the pin, and nothing else, reads it
     (1, "upscale_4", "strong", 1.0),
     (2, "bicubic", "strong", 1.0),
     (3, "bicubic_clean", "strong", 1.0),
@@ -13,45 +18,66 @@ DESIGN_TABLE = [
     (8, "bicubic", "off", 0.0),
     (9, "bicubic_clean", "off", 0.0),
 ]
+LABELS = {"upscale_4": "Real-ESRGAN x4", "bicubic": "bicubic", "bicubic_clean": "bicubic + cleanup"}
+EFFECTS = (("strong", 1.0), ("medium", 0.5), ("off", 0.0))
+NINE = presets.LevelTable(  # the mechanism's tests run on this table, whatever the lab's is
+    levels=tuple(
+        presets.Level(3 * r + c + 1, base, effect, scale, row=r, column=c)
+        for r, (effect, scale) in enumerate(EFFECTS)
+        for c, base in enumerate(LABELS)
+    ),
+    base_paths=tuple(LABELS),
+    effects=tuple(effect for effect, _ in EFFECTS),
+    base_path_labels=LABELS,
+    baseline_level=8,
+    default_strength=5,
+)
 
 
 def test_levels_match_design_table():
+    """The pin: the lab's table is DESIGN.md's (levels 1–9, base path × effect × LoRA scale,
+    numbered row by row, baseline 8, default 5, the column labels)."""
     got = [(lv.level, lv.base_path, lv.effect, lv.lora_scale) for lv in presets.LEVELS]
     assert got == DESIGN_TABLE
-
-
-def test_grid_layout_is_row_major():
     for lv in presets.LEVELS:
         assert lv.level == 3 * lv.row + lv.column + 1
-    assert presets.TABLE.get(presets.BASELINE_LEVEL).base_path == "bicubic"
-    assert not presets.TABLE.get(presets.BASELINE_LEVEL).generative
+    assert (presets.BASELINE_LEVEL, presets.TABLE.default_strength) == (8, 5)
+    assert presets.TABLE.column_labels == ("Real-ESRGAN x4", "bicubic", "bicubic + cleanup")
+
+
+def test_grid_order_and_baseline():
+    t = presets.TABLE  # whatever its size: the grid's cells row by row, the baseline plain bicubic
+    rows, columns = t.shape
+    assert [(lv.row, lv.column) for lv in t.in_grid_order] == [(r, c) for r in range(rows) for c in range(columns)]
+    assert t.get(presets.BASELINE_LEVEL).base_path == "bicubic"
+    assert not t.get(presets.BASELINE_LEVEL).generative
 
 
 @pytest.mark.parametrize("bad", [0, 10, "5", 5.5, None, True])
 def test_get_level_rejects(bad):
     with pytest.raises(ValueError, match="level must be an integer in 1..9"):
-        presets.TABLE.get(bad)
+        NINE.get(bad)
 
 
 def table_with(**changes):
-    """The default table's parts with ``changes`` (levels given as (n, base, effect, scale, row, column))."""
+    """NINE's parts with ``changes`` (levels given as (n, base, effect, scale, row, column))."""
     levels = changes.pop("levels", None)
     parts = {
-        "levels": presets.TABLE.levels
+        "levels": NINE.levels
         if levels is None
         else tuple(presets.Level(n, b, e, s, row=r, column=c) for n, b, e, s, r, c in levels),
-        "base_paths": presets.TABLE.base_paths,
-        "effects": presets.TABLE.effects,
-        "baseline_level": presets.TABLE.baseline_level,
-        "default_strength": presets.TABLE.default_strength,
-        "base_path_labels": presets.TABLE.base_path_labels,
+        "base_paths": NINE.base_paths,
+        "effects": NINE.effects,
+        "baseline_level": NINE.baseline_level,
+        "default_strength": NINE.default_strength,
+        "base_path_labels": NINE.base_path_labels,
     }
     return presets.LevelTable(**{**parts, **changes})
 
 
 def rows(*edits):
-    """The design table as (n, base, effect, scale, row, column), with ``edits`` {index: row} applied."""
-    out = [(n, b, e, s, (n - 1) // 3, (n - 1) % 3) for n, b, e, s in DESIGN_TABLE]
+    """NINE as (n, base, effect, scale, row, column), with ``edits`` {index: row} applied."""
+    out = [(lv.level, lv.base_path, lv.effect, lv.lora_scale, lv.row, lv.column) for lv in NINE.levels]
     for index, row in edits:
         out[index] = row
     return out
@@ -80,7 +106,7 @@ def test_table_validation_on_construction(changes, message):
 
 
 def test_the_table_derives_what_consumers_need():
-    t = presets.TABLE
+    t = NINE
     assert (t.numbers, t.min_level, t.max_level, t.span, t.shape) == (tuple(range(1, 10)), 1, 9, "1..9", (3, 3))
     assert t.count_text == "nine" and t.generative_scales == (1.0, 0.5)
     assert t.column_labels == ("Real-ESRGAN x4", "bicubic", "bicubic + cleanup") and t.row_labels == t.effects
@@ -89,7 +115,14 @@ def test_the_table_derives_what_consumers_need():
     with pytest.raises(ValueError, match="no level has base path 'nearest'"):
         t.level_for("nearest", 0.5)
     assert t.get(1).recipe == "Real-ESRGAN x4 · strong (LoRA 1)"
-    assert (presets.LEVELS, presets.BASELINE_LEVEL, t.default_strength) == (t.levels, 8, 5)
+    assert (t.baseline_level, t.default_strength) == (8, 5)
+    table = presets.TABLE  # the short names are the lab's table's parts
+    assert (presets.LEVELS, presets.LEVEL_NUMBERS, presets.BASELINE_LEVEL) == (
+        table.levels,
+        table.numbers,
+        table.baseline_level,
+    )
+    assert (presets.MIN_LEVEL, presets.MAX_LEVEL) == (table.min_level, table.max_level)
     assert presets.number_ranges([7, 8, 9]) == "7–9" and presets.number_ranges([1, 2, 5], dash="-") == "1, 2, 5"
 
 
@@ -101,7 +134,7 @@ def test_models_registry():
 
 
 def test_diffusion_settings_cover_generative_scales_with_reasons():
-    assert set(presets.DIFFUSION_SETTINGS) == {1.0, 0.5}
+    assert set(presets.DIFFUSION_SETTINGS) == set(presets.TABLE.generative_scales)
     for field in ("denoise_strength", "steps", "guidance_scale", "controlnet_scale", "tile_size", "tile_overlap"):
         assert presets.DIFFUSION_REASONS[field]
     reasons = presets.DIFFUSION_REASONS  # the numbers in the prose are the settings' own
@@ -129,4 +162,7 @@ def test_diffusion_settings_cover_generative_scales_with_reasons():
 
 
 def test_non_generative_twin():
-    assert [presets.TABLE.non_generative_twin(n).level for n in range(1, 10)] == [7, 8, 9] * 3
+    assert [NINE.non_generative_twin(n).level for n in range(1, 10)] == [7, 8, 9] * 3
+    for lv in presets.TABLE.levels:  # the lab's table, whatever its size
+        twin = presets.TABLE.non_generative_twin(lv.level)
+        assert twin.base_path == lv.base_path and not twin.generative

