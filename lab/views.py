@@ -143,6 +143,10 @@ def score_table(result: RunResult) -> dict[str, list[Any]]:
     rows = metrics_rows(result)
     headers = dict(zip(TABLE_COLUMNS, SCORE_HEADERS, strict=True))
     keys = [k for k in TABLE_COLUMNS if k in ("level", "recipe", "status") or any(r[k] for r in rows)]
+    cached = {str(lv.level) for lv in result.levels if lv.cached}
+    for row in rows:  # the time of a level whose image came from the engine's cache says so
+        if row["level"] in cached:
+            row["seconds"] += " (cached)"
     data = [[row[k] for k in keys] for row in rows if row["status"] == "ok"]
     folded: dict[str, list[int]] = {}
     for lv in result.levels:

@@ -92,6 +92,7 @@ class LevelResult:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     failed_part: str | None = None
+    cached: bool = False  # its image is a base the engine had from an earlier run (``seconds`` then ~0)
 
 
 DIFFUSION = "diffusion"  # the part name of the diffusion stage in ``LevelResult.failed_part``
@@ -376,16 +377,40 @@ class Engine:
         """The steps of the module doc, in order; each takes what the earlier ones returned."""
         t_start = time.perf_counter()
         plan = self._plan(call)  # 1. request on the table, seed, levels, size plan
-        bases = self._base_stage(call, plan)  # 2. each base path once
-        finish = self._finisher(call, plan, bases)  # 4–5. compose and score each level when ready
-        finish.unavailable([lv for lv in plan.levels if lv.base_path in bases.failed])  # their base failed: now
-        finish.from_bases([lv for lv in plan.levels if not lv.generative and lv.base_path in bases.images])
+        quick = self._base_stage(call, plan, neural=False)  # 2a. the bases without the ×4 network (ms)
+        finish = self._finisher(call, plan, quick)  # 4–5. compose and score each level when ready
+        self._finish_bases(plan, quick, finish)  # their levels without diffusion: handed on before the ×4 starts
+        bases = self._merged(quick, self._base_stage(call, plan, neural=True))  # 2b. the ×4 network's bases
+        finish.use(bases, seams=functools.partial(self._seams, plan, bases))
+        self._finish_bases(plan, bases, finish, skip=quick)
         diffusion = self._generative_stage(call, plan, bases, finish)  # 3. diffusion, then 4–5 per level
         timings = {**bases.timings, "compose_and_metrics": finish.seconds, **diffusion.timings}
         timings["total"] = time.perf_counter() - t_start
         self._learn_costs(call.image, plan, bases, diffusion, timings)
         levels = [finish.results[lv.level] for lv in plan.levels]
         return self._result(call.image, plan, levels, timings, list(diffusion.warnings))  # 6. result + manifest
+
+    @staticmethod
+    def _finish_bases(plan: _Plan, bases: _Bases, finish: _Finisher, *, skip: _Bases | None = None) -> None:
+        """Hand on the levels ``bases`` decide without diffusion: those whose base failed, and
+        the non-generative levels of the bases that are there (not those of ``skip``, done)."""
+        done = set(skip.images) | set(skip.failed) if skip is not None else set()
+        finish.unavailable([lv for lv in plan.levels if lv.base_path in bases.failed and lv.base_path not in done])
+        ready = [lv for lv in plan.levels if not lv.generative and lv.base_path in bases.images]
+        finish.from_bases([lv for lv in ready if lv.base_path not in done])
+
+    def _merged(self, quick: _Bases, neural: _Bases) -> _Bases:
+        """Steps 2a and 2b as one: every base, and which are identical across both."""
+        images = {**quick.images, **neural.images}
+        return _Bases(
+            images=images,
+            seconds={**quick.seconds, **neural.seconds},
+            notes={**quick.notes, **neural.notes},
+            fresh=quick.fresh | neural.fresh,
+            same_as=identical_bases(images, set(images), self.config.table.base_paths),
+            network_skipped=neural.network_skipped,
+            failed={**quick.failed, **neural.failed},
+        )
 
     def _finisher(self, call: _Call, plan: _Plan, bases: _Bases) -> _Finisher:
         seams = functools.partial(self._seams, plan, bases)
@@ -399,13 +424,15 @@ class Engine:
         size = plan_size(call.image.size, request, max_output_pixels=self.config.max_output_pixels)
         return _Plan(request=request, seed=seed, levels=levels, size=size, low_res=call.image.rgb.crop(size.crop))
 
-    def _base_stage(self, call: _Call, plan: _Plan) -> _Bases:
-        """Each base path the levels need, once (the baseline's always, for the metrics). A base
-        path that fails (:data:`PART_FAILURES`: weights missing or unreadable, a cache that
-        cannot be written, out of memory at the smallest tile) fails only its levels; the
-        baseline's failure ends the run (nothing could be scored)."""
+    def _base_stage(self, call: _Call, plan: _Plan, *, neural: bool) -> _Bases:
+        """Each base path the levels need, once (the baseline's always, for the metrics): those
+        that run the ×4 network (``neural``), or the others. A base path that fails
+        (:data:`PART_FAILURES`: weights missing or unreadable, a cache that cannot be written,
+        out of memory at the smallest tile) fails only its levels; the baseline's failure ends
+        the run (nothing could be scored)."""
         table = self.config.table
-        needed = {lv.base_path for lv in plan.levels} | {table.baseline.base_path}
+        wanted = {lv.base_path for lv in plan.levels} | {table.baseline.base_path}
+        needed = {p for p in wanted if self._spec(p).tiled_by_x4 == neural}
         images: dict[str, Image.Image] = {}
         seconds: dict[str, float] = {}
         notes: dict[str, str] = {}
@@ -751,12 +778,18 @@ class _Finisher:
         self.results: dict[int, LevelResult] = {}
         self.seconds = 0.0
 
+    def use(self, bases: _Bases, *, seams: Callable[[presets.Level, tuple[int, int]], Any]) -> None:
+        """Finish the remaining levels with ``bases`` (step 2b merged into 2a: the same baseline)
+        and the tile borders ``seams`` of those bases."""
+        self._bases, self._seams = bases, seams
+
     def from_bases(self, levels: list[presets.Level]) -> None:
         """Finish ``levels`` without diffusion: each is its base image."""
         t = time.perf_counter()
         for lv in levels:
             base = self._bases.images[lv.base_path]
-            self._finish(lv, base, self._bases.seconds[lv.base_path], self._notes(lv))
+            cached = lv.base_path not in self._bases.fresh
+            self._finish(lv, base, self._bases.seconds[lv.base_path], self._notes(lv), cached=cached)
         self.seconds += time.perf_counter() - t
 
     def refined(self, levels: list[presets.Level], picture: Image.Image, diffusion_seconds: float) -> None:
@@ -798,7 +831,9 @@ class _Finisher:
             f"{source} base ({why}), so it was refined once"
         )
 
-    def _finish(self, lv: presets.Level, content: Image.Image, seconds: float, notes: list[str]) -> None:
+    def _finish(
+        self, lv: presets.Level, content: Image.Image, seconds: float, notes: list[str], *, cached: bool = False
+    ) -> None:
         call, plan = self._call, self._plan
         image = compose(content, call.image, plan.size, plan.request)  # 4. canvas, alpha, grayscale
         key = (lv.lora_scale, self._bases.source(lv.base_path))
@@ -814,7 +849,14 @@ class _Finisher:
         message = "; ".join(notes) or None
         self._emit(
             LevelResult(
-                lv.level, lv, "ok", image=image, message=message, metrics=dict(self._scored[key]), seconds=seconds
+                lv.level,
+                lv,
+                "ok",
+                image=image,
+                message=message,
+                metrics=dict(self._scored[key]),
+                seconds=seconds,
+                cached=cached,
             )
         )
 

@@ -100,6 +100,9 @@ def lab_server(tiny_engine):
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+    for other in threading.enumerate():  # the app's model warm-up: torch must not be mid-load at exit
+        if other.name == "warm-up":
+            other.join(timeout=300)
 
 
 @contextmanager

@@ -474,3 +474,24 @@ def test_time_estimate_follows_what_each_stage_sees(tiny_models, monkeypatch):
     assert Engine(EngineConfig(models=tiny_models, settings=changed, device="cpu", dtype="fp32")).cost_key() != (
         engine.cost_key()
     )
+
+
+def test_levels_without_the_network_are_handed_on_before_it_starts(tiny_engine, photo):
+    """The cheap bases (no ×4 network) and their levels come first: every non-generative level
+    of those bases reaches ``on_level`` before the progress reports the network's base path."""
+    from pipelines.base import BASE_SPECS
+    from pipelines.request import UpscaleRequest
+
+    table = tiny_engine.config.table
+    neural = {name for name, spec in BASE_SPECS.items() if spec.tiled_by_x4}
+    quick = [lv.level for lv in table.levels if not lv.generative and lv.base_path not in neural]
+    events: list[str] = []
+    tiny_engine.run(
+        photo,
+        UpscaleRequest(width=256, levels=table.numbers, seed=1),
+        progress=lambda stage, done, total: events.append(stage),
+        on_level=lambda lv: events.append(f"level {lv.level}"),
+    )
+    network = next(i for i, e in enumerate(events) if any(e == f"base: {name}" for name in neural))
+    for n in quick:
+        assert events.index(f"level {n}") < network, events[: network + 1]

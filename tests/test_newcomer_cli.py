@@ -174,16 +174,17 @@ def test_evaluate_progress_to_a_pipe_is_one_line_per_image(tmp_path, monkeypatch
     assert "image/s" not in err and calls == [{"niqe_channel": "gray"}] * 2
 
 
-def test_a_cached_levels_time_is_marked_in_the_markdown_and_stays_a_number_in_the_csv(missing_engine, photo):
+def test_a_cached_levels_time_is_marked_in_the_markdown_and_stays_a_number_in_the_csv(photo):
     """Issue point 8: a level whose image came from the cache reported ``0.000`` seconds as if
     it had been computed. Marked by ``LevelResult.cached`` (set here as the engine would)."""
     import csv
     import io
 
+    from pipelines.engine import Engine, EngineConfig
     from pipelines.report import metrics_csv, metrics_markdown
     from pipelines.request import UpscaleRequest
 
-    result = missing_engine.run(photo, UpscaleRequest(width=96, levels=(8, 9), seed=1))
+    result = Engine(EngineConfig(device="cpu")).run(photo, UpscaleRequest(width=96, levels=(8, 9), seed=1))
     assert "(cached)" not in metrics_markdown(result) and "reused cached images" not in metrics_markdown(result)
     setattr(result.level(8), "cached", True)  # noqa: B010 — the field the engine sets
     md = metrics_markdown(result)
@@ -195,14 +196,14 @@ def test_a_cached_levels_time_is_marked_in_the_markdown_and_stays_a_number_in_th
     assert float(rows["8"]["seconds"]) == pytest.approx(result.level(8).seconds, abs=5e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="the engine does not set LevelResult.cached yet (pipelines/engine.py)")
-def test_the_engine_reports_which_levels_came_from_its_cache(missing_engine, photo):
+def test_the_engine_reports_which_levels_came_from_its_cache(photo):
     """A second run of the same image and size takes its base images from the engine's cache:
-    those levels are reported as cached (strict: this passes, and fails as XPASS, once the
-    engine sets the field; then drop the marker)."""
+    those levels are reported as cached; the first run's are not."""
+    from pipelines.engine import Engine, EngineConfig
     from pipelines.report import cached_levels
     from pipelines.request import UpscaleRequest
 
+    engine = Engine(EngineConfig(device="cpu"))  # its own base cache, empty
     request = UpscaleRequest(width=80, levels=(8, 9), seed=2)
-    missing_engine.run(photo, request)
-    assert cached_levels(missing_engine.run(photo, request)) == [8, 9]
+    assert cached_levels(engine.run(photo, request)) == []
+    assert cached_levels(engine.run(photo, request)) == [8, 9]
