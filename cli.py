@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import presets
-from pipelines.engine_args import add_engine_args, engine_config
+from pipelines.engine_args import add_engine_args, add_niqe_channel_arg, engine_config
 from pipelines.errors import RequestError
 from pipelines.output import EXTENSIONS, OUTPUT_FORMATS
 from pipelines.quality import NIQE_CHANNELS, NiqeChannel
@@ -237,24 +237,16 @@ def write_answer(
     args: argparse.Namespace, result: RunResult, request: UpscaleRequest, image: LoadedImage, lv: LevelResult
 ) -> None:
     """``upscale``'s file: ``lv``'s image encoded as the request says, carrying ``image``'s
-    metadata and the run's manifest (``pipelines.output.encode_answer``), and with --manifest
+    metadata and the run's manifest (``pipelines.output.encode_level``), and with --manifest
     the manifest with ``output``: what was encoded. Raises LabError (a size no quality meets,
     an unwritable path)."""
     from pipelines.errors import LabError
-    from pipelines.output import encode_answer
+    from pipelines.output import encode_level
     from pipelines.report import atomic_write
 
     if lv.image is None:
         raise LabError(f"level {lv.level} did not run: {lv.message}")
-    encoded = encode_answer(
-        lv.image,
-        request.output,
-        source=image,
-        scale=result.plan.scale,
-        manifest=result.manifest,
-        level=lv.level,
-        matte=request.background_color,
-    )
+    encoded = encode_level(result, lv, request, source=image)
     atomic_write(Path(args.output), encoded.data)
     if args.manifest:
         manifest = {**result.manifest, "output": {"level": lv.level, **encoded.to_json()}}
@@ -472,15 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     iqa.add_argument("images", nargs="+", metavar="IMAGE", help="image files (every format the lab reads)")
     iqa.add_argument("--json", action="store_true", help="one JSON object per image and line")
-    iqa.add_argument(
-        "--channel",
-        "--niqe-channel",
-        dest="channel",
-        choices=list(NIQE_CHANNELS),
-        default="y",
-        help="the luma NIQE scores (default %(default)s): "
-        + "; ".join(f"{c}: {text}" for c, text in NIQE_CHANNELS.items()),
-    )
+    add_niqe_channel_arg(iqa, "--channel", "--niqe-channel", dest="channel")
 
     add_engine_args(command("download", "fetch and verify every default weight (needs the Hugging Face Hub)"))
     add_engine_args(command("status", "device and which models are available or missing"))

@@ -30,8 +30,7 @@ from evaluation.outputs import check_config, write_outputs
 from evaluation.paper import paper_check
 from evaluation.per_image import evaluate_image
 from evaluation.scores import jsonable
-from pipelines.engine_args import add_engine_args, engine_config
-from pipelines.quality import NIQE_CHANNELS
+from pipelines.engine_args import add_engine_args, add_niqe_channel_arg, engine_config
 from pipelines.report import atomic_write
 
 # The parts live in evaluation/ (and the figures in figures.py); this file parses the flags,
@@ -56,15 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DB",
         help="the recommendation's LR-consistency floor (default %(default)s dB; see docs/metrics.md)",
     )
-    p.add_argument(
-        "--niqe-channel",
-        "--channel",
-        dest="niqe_channel",
-        choices=list(NIQE_CHANNELS),
-        default="y",
-        help="the luma NIQE scores (default %(default)s; PSNR-Y and SSIM-Y stay on Y): "
-        + "; ".join(f"{c}: {text}" for c, text in NIQE_CHANNELS.items()),
-    )
+    add_niqe_channel_arg(p, "--niqe-channel", "--channel", dest="niqe_channel", note="; PSNR-Y and SSIM-Y stay on Y")
     p.add_argument(
         "--no-progress", action="store_true", help="no progress (a bar on a terminal, else one line per image)"
     )

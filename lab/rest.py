@@ -28,7 +28,7 @@ from pipelines.engine import LevelResult, RunResult
 from pipelines.errors import Cancelled, LabError, RequestError
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number
-from pipelines.output import encode_answer
+from pipelines.output import encode_level
 from pipelines.request import UpscaleRequest, parse_request, take_inline_image
 
 log = logging.getLogger("upscale-lab.rest")
@@ -230,15 +230,7 @@ def answer(result: RunResult, req: UpscaleRequest, *, as_json: bool, source: Loa
     headers = {"X-Seed": str(result.seed), "X-Level": str(lv.level), "X-Size": f"{lv.image.size[0]}x{lv.image.size[1]}"}
     if advice is not None and advice.level is not None:
         headers["X-Recommended-Level"] = str(advice.level)
-    encoded = encode_answer(
-        lv.image,
-        req.output,
-        source=source,
-        scale=result.plan.scale,
-        manifest=result.manifest,
-        level=lv.level,
-        matte=req.background_color,
-    )
+    encoded = encode_level(result, lv, req, source=source)
     if encoded.quality is not None:
         headers["X-Quality"] = str(encoded.quality)
     if not as_json:

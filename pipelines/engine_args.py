@@ -76,3 +76,18 @@ def engine_config(
         batch_size=args.batch_size,
     )
     return config if settings is None else replace(config, settings=settings)
+
+
+def add_niqe_channel_arg(p: argparse.ArgumentParser, *flags: str, dest: str, note: str = "") -> None:
+    """The luma NIQE scores (``--channel``/``--niqe-channel``; y by default), one option for
+    every tool that scores NIQE."""
+    from pipelines.quality import NIQE_CHANNELS
+
+    p.add_argument(
+        *flags,
+        dest=dest,
+        choices=list(NIQE_CHANNELS),
+        default="y",
+        help=f"the luma NIQE scores (default %(default)s{note}): "
+        + "; ".join(f"{c}: {text}" for c, text in NIQE_CHANNELS.items()),
+    )

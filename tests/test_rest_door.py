@@ -101,3 +101,10 @@ def test_the_queue_bound_is_kept_at_the_door(lab_server):
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_padding_that_leaves_no_room_names_the_field(lab_server):
+    body = {"image_base64": b64_photo(), "width": 256, "height": 256, "padding": "50%", "upscale_strength": 8}
+    status, _, raw = post(lab_server + ROUTE, body)
+    doc = json.loads(raw)
+    assert status == 422 and doc["field"] == "padding" and "no room" in doc["error"]
