@@ -263,7 +263,8 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
     (:func:`failed_levels`; for ``upscale``, its one level did not run); :data:`EXIT_ERROR`
     when the run or its output failed as a whole."""
     from pipelines.engine import Engine
-    from pipelines.errors import LabError
+    from pipelines.errors import LabError, RequestError
+    from pipelines.output import OutputSpec
     from pipelines.report import metrics_markdown, save_run
 
     base = request_file(args)
@@ -271,6 +272,10 @@ def cmd_run(args: argparse.Namespace, *, grid: bool) -> int:
     try:
         inline = take_inline_image(base) if isinstance(base, dict) else None  # the REST API's rule
         request = request_fields(args, grid=grid).build(base)
+        if grid and request.output != OutputSpec():  # never a silent ignore
+            raise RequestError(
+                "output_format", "cli.py grid writes lossless PNG sets; use cli.py upscale for other formats"
+            )
         engine = Engine(engine_config(args))
         image = engine.load(_source(args, request.url, inline))
         result = engine.run(image, request, progress=progress)

@@ -322,3 +322,23 @@ def test_cli_formats_replay_and_errors(tmp_path):
     assert run.returncode == 2 and "quality: applies to jpeg and webp only" in run.stderr
     run = cli("upscale", str(src), "-o", str(tmp_path / "s.jpg"), "--strength", "8", "--max-file-size", "1100")
     assert run.returncode == 2 and "max_file_size" in run.stderr and "at quality 1" in run.stderr
+
+
+def test_grid_refuses_an_output_format_it_cannot_honour(tmp_path):
+    """``cli.py grid`` writes PNG sets: a request file asking for another format is an error
+    naming the field, never a silent ignore."""
+    import subprocess
+    import sys
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"width": 96, "output_format": "jpeg"}))
+    done = subprocess.run(
+        [sys.executable, "cli.py", "grid", "examples/astronaut_portrait.png", "--request", str(request)]
+        + ["-o", str(tmp_path / "out"), "--levels", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2 and "output_format" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
