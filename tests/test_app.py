@@ -211,13 +211,18 @@ def _raw_post(lab_server: str, head: bytes, chunks) -> tuple[int, int]:
                 sent += len(chunk)
         except OSError:  # the server answered and closed while we were still sending
             pass
-        reply = b""
-        while b"\r\n" not in reply:
-            part = sock.recv(4096)
-            if not part:
-                break
-            reply += part
-    return int(reply.split(b" ", 2)[1]), sent
+        return read_status(sock), sent
+
+
+def read_status(sock) -> int:
+    """The HTTP status code of the answer arriving on ``sock``."""
+    reply = b""
+    while b"\r\n" not in reply:
+        part = sock.recv(4096)
+        if not part:
+            break
+        reply += part
+    return int(reply.split(b" ", 2)[1])
 
 
 def test_rest_body_over_the_limit_is_refused_before_it_is_read(lab_server):

@@ -9,7 +9,7 @@ import select
 import socket
 from urllib.parse import urlparse
 
-from test_app import b64_photo, post
+from test_app import b64_photo, post, read_status
 
 ROUTE = "/api/v1/upscale"
 
@@ -63,16 +63,6 @@ def test_get_on_the_post_route_is_405_with_allow(lab_server):
         assert err.code == 405 and err.headers["Allow"] == "POST"
 
 
-def _status(sock: socket.socket) -> int:
-    reply = b""
-    while b"\r\n" not in reply:
-        part = sock.recv(4096)
-        if not part:
-            break
-        reply += part
-    return int(reply.split(b" ", 2)[1])
-
-
 def test_the_queue_bound_is_kept_at_the_door(lab_server):
     """30 requests at once against the bound of 16: each sends its headers and only part of
     its body, so every admitted one holds its slot. Exactly 14 are refused (503) before
@@ -93,11 +83,11 @@ def test_the_queue_bound_is_kept_at_the_door(lab_server):
             assert readable, f"only {len(refused)} requests were refused at the door"
             refused += readable
         assert len(refused) == 14
-        assert [_status(s) for s in refused] == [503] * 14
+        assert [read_status(s) for s in refused] == [503] * 14
         admitted = [s for s in socks if s not in refused]
         for s in admitted:
             s.sendall(body[10:])
-        assert [_status(s) for s in admitted] == [200] * 16
+        assert [read_status(s) for s in admitted] == [200] * 16
     finally:
         for s in socks:
             s.close()
