@@ -22,12 +22,16 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 from xml.sax.saxutils import escape
 
 from PIL import Image, ImageCms, PngImagePlugin
 
 from pipelines.errors import RequestError
+
+if TYPE_CHECKING:  # types only: the request module imports this one, the engine imports both
+    from pipelines.engine import LevelResult, RunResult
+    from pipelines.request import UpscaleRequest
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
@@ -295,9 +299,13 @@ def encode_answer(
     return encode(image, spec, metadata, matte=matte)
 
 
-def encode_level(result: Any, level: Any, request: Any, *, source: SourceMetadata | None) -> Encoded:
+def encode_level(
+    result: RunResult, level: LevelResult, request: UpscaleRequest, *, source: SourceMetadata | None
+) -> Encoded:
     """:func:`encode_answer` for ``level`` (a ``LevelResult`` with an image) of ``result`` (its
     ``RunResult``) as ``request`` (its ``UpscaleRequest``) asks: format, background, the scale."""
+    if level.image is None:
+        raise ValueError(f"level {level.level} has no image to encode ({level.status})")
     return encode_answer(
         level.image,
         request.output,
