@@ -165,11 +165,17 @@ class Events:
         return {self.ui.status: weights.status_markdown(), self.ui.fetch_btn: gr.Button(interactive=reason is None)}
 
     def fetch_weights(self, progress: Any = gr.Progress()) -> dict[Any, Any]:
-        """The Fetch weights button: per-file progress, then the refreshed status panel."""
+        """The Fetch weights button: per-file progress, then the refreshed status panel. A failure
+        is a warning toast and a line in the panel, not an error badge laid over the panel."""
         try:
             weights.fetch_weights(lambda message, done, total: progress((done, max(total, 1)), desc=message))
         except LabError as exc:
-            raise user_error(exc) from exc
+            user_error(exc)  # the one log line
+            gr.Warning(str(exc))
+            state = self.fetch_button_state()
+            if state[self.ui.fetch_btn].interactive:  # else the panel already says why it is off
+                state[self.ui.status] += f"\n\n*Fetch weights failed:* {exc}"
+            return state
         return self.fetch_button_state()
 
     def cancel(self, request: gr.Request) -> dict[Any, Any]:

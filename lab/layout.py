@@ -20,6 +20,10 @@ EXAMPLES = [
     [str(ROOT / "examples" / "chelsea_q25.jpg")],
 ]
 CSS = """
+/* gradio groups toasts by type and lists every earlier message under "Error (2)"; show only
+   the newest message of a group, without the count */
+.toast-body .toast-message-item:has(~ .toast-message-item),
+.toast-body .toast-separator, .toast-body .toast-count { display: none !important; }
 #grid .caption-label {
   font-size: 0.8em; line-height: 1.3; white-space: pre-line !important;
   overflow: visible !important; text-overflow: clip !important; max-width: none !important;

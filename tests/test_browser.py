@@ -210,6 +210,16 @@ def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_ser
         assert len(refused) == 1 and refused[0].exc_info is None
         assert "Traceback" not in "".join(capfd.readouterr())
 
+        # a second, different mistake: its message alone, not under "Error (2)" with the first
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("99999")
+        page.get_by_role("button", name=RUN_ALL).click()
+        newest = page.locator("[data-testid=toast-text]").filter(has_text="width: output would be")
+        expect(newest).to_be_visible(timeout=60_000)
+        expect(page.locator("[data-testid=toast-text]").filter(has_text="not a recognised image")).to_be_hidden()
+        expect(page.locator(".toast-count")).to_be_hidden()
+        page.screenshot(path=str(SCREENSHOTS / "second_error.png"))
+
         page.reload()
         page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
         page.locator("#width-in input").fill("256")

@@ -95,3 +95,33 @@ def test_a_text_file_named_png_gets_the_lab_message(tmp_path):
     assert path == str(fake)  # handed on as sent: gradio does not decode it
     with pytest.raises(InputError, match=r"not a recognised image \(accepted formats: .*PNG"):
         UIInput.of(path, "", "", "", "", "", "", "", 1, False).load()
+
+
+def test_a_failed_fetch_is_a_line_in_the_panel_not_an_error_badge_over_it(no_hub, missing_engine, monkeypatch):
+    """The Fetch weights handler does not raise (gradio would lay its red badge over the device
+    line): the panel keeps the device line and says why the fetch failed, once."""
+    import gradio as gr
+    from conftest import serving
+
+    from lab import weights
+    from lab.handlers import Events
+    from lab.layout import build_layout
+    from pipelines.errors import WeightsError
+
+    with gr.Blocks():
+        ui = build_layout(missing_engine.config.table)
+    events = Events(ui)
+    with serving(missing_engine):
+        state = events.fetch_weights(progress=lambda *a, **k: None)  # the hub's refusal: said once
+        assert state[ui.status].startswith("**Device:**")
+        assert state[ui.status].count("not reachable from this machine") == 1
+        assert state[ui.fetch_btn].interactive is False
+
+        def broken(report, *, engine=None):
+            raise WeightsError("sd15: the download stopped at 40 %")
+
+        monkeypatch.setattr(weights, "fetch_weights", broken)
+        monkeypatch.setattr(weights, "fetch_unavailable_reason", lambda engine: None)  # the hub answers
+        state = events.fetch_weights(progress=lambda *a, **k: None)
+        assert state[ui.status].startswith("**Device:**")
+        assert "*Fetch weights failed:* sd15: the download stopped at 40 %" in state[ui.status]
