@@ -4,6 +4,7 @@
     python cli.py upscale photo.jpg -o big.png --strength 5 --width 2000
     python cli.py upscale --request request.json -o big.png
     python cli.py iqa photo.png other_upscaler.png --json
+    python cli.py batch photos/ -o out/photos --strength 8 --format jpeg
     python cli.py download
     python cli.py status
 
@@ -26,7 +27,7 @@ from pipelines.engine_args import add_engine_args, add_niqe_channel_arg, engine_
 from pipelines.errors import RequestError
 from pipelines.output import EXTENSIONS, OUTPUT_FORMATS
 from pipelines.quality import NIQE_CHANNELS, NiqeChannel
-from pipelines.request import FITS, INLINE_IMAGE_FIELD, RequestFields, take_inline_image
+from pipelines.request import FITS, INLINE_IMAGE_FIELD, RequestFields, parse_custom_text, take_inline_image
 
 if TYPE_CHECKING:
     from pipelines.engine import LevelResult, RunResult
@@ -75,6 +76,19 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
         help=f"the recommendation's LR-consistency floor in dB (default {presets.DEFAULT_FIDELITY_FLOOR_DB:g}; "
         "see docs/metrics.md)",
     )
+    g.add_argument(
+        "--custom",
+        metavar="KEY=VALUE,...",
+        help="the custom level (the request's 'custom'; upscale: it alone, grid: beside the levels), e.g. "
+        "start_from=5,creativity=0.4,resemblance=0.8; keys: "
+        + ", ".join(f"{f.name} {f.range_text}" for f in presets.CUSTOM_FIELDS)
+        + ", start_from, base_path, seed",
+    )
+    g.add_argument(
+        "--region",
+        metavar="X,Y,W,H",
+        help="a preview of this box of the input (input pixels) at the scale the whole image would get",
+    )
 
 
 def add_output_args(p: argparse.ArgumentParser, *, one_file: bool) -> None:
@@ -115,8 +129,12 @@ def replay_file(path: str) -> dict[str, Any]:
     if manifest is None or not isinstance(manifest.get("request"), dict):
         raise SystemExit(f"error: --replay {path}: the image carries no upscale-lab manifest (stripped or not ours)")
     request = dict(manifest["request"])
-    if isinstance(manifest.get(OUTPUT_LEVEL_KEY), int):
-        request["levels"] = [manifest[OUTPUT_LEVEL_KEY]]
+    level = manifest.get(OUTPUT_LEVEL_KEY)
+    if isinstance(level, int) and level == presets.custom_number(TABLE) and "custom" in request:
+        request.pop("levels", None)  # the image is the custom level's: it alone
+    elif isinstance(level, int):
+        request["levels"] = [level]
+        request.pop("custom", None)
     return request
 
 
@@ -168,6 +186,8 @@ def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
         generative_upscale=generative,
         levels=levels,
         fidelity_floor=args.fidelity_floor,
+        custom=parse_custom_text(args.custom) if args.custom else None,
+        region=getattr(args, "region", None),
         # grid has no output flags yet (it writes PNGs): these are upscale's
         output_format=None if grid else args.format or FORMAT_OF_SUFFIX.get(Path(args.output).suffix.lower()),
         quality=None if grid else args.quality,
@@ -406,6 +426,48 @@ def cmd_iqa(args: argparse.Namespace, *, metrics: Sequence[Metric] | None = None
     return 1 if any("error" in row for row in rows) else 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``batch``: every image under INPUT (``pipelines.batch``). Exit 0 when every image is done
+    (ok or skipped), 1 when some failed (rows in OUT/batch.csv, lines on stderr), 2 when
+    nothing ran (a bad request, no images, an unwritable OUT, OUT begun with another request)."""
+    from dataclasses import replace
+
+    from pipelines.batch import BatchJob, run_batch
+    from pipelines.errors import LabError
+
+    base = request_file(args)
+    try:
+        if args.levels and args.no_generative:
+            raise RequestError("generative_upscale", "--no-generative goes with --strength, not --levels")
+        output = {k: getattr(args, k) for k in ("quality", "max_file_size", "strip_metadata")}
+        fields = replace(request_fields(args, grid=bool(args.levels)), output_format=args.format, **output)
+        summary = run_batch(BatchJob(Path(args.input), Path(args.output), fields.build(base)), engine_config(args))
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(summary.text())
+    return summary.exit_code
+
+
+def add_batch_command(command: Any) -> None:
+    """``batch``'s flags: ``command(name, help)`` makes its subparser."""
+    ba = command("batch", "every image of a folder and its subfolders (resumes; a CSV summary; torchrun shards it)")
+    ba.add_argument("input", help="input folder (walked with its subfolders; images only)")
+    ba.add_argument("-o", "--output", required=True, help="output folder: the same relative paths, and batch.csv")
+    one = ba.add_mutually_exclusive_group()
+    one.add_argument(
+        "--strength",
+        type=int,
+        choices=TABLE.numbers,
+        help=f"upscale_strength {TABLE.min_level}-{TABLE.max_level} (default {TABLE.default_strength}): one file per image",
+    )
+    one.add_argument("--levels", help="comma-separated levels, e.g. 7,8: one file per image and level (NAME_L7.png)")
+    ba.add_argument("--no-generative", action="store_true", help="generative_upscale=false (with --strength)")
+    add_request_args(ba)
+    add_output_args(ba, one_file=False)
+    add_engine_args(ba)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from pipelines.engine import Engine
 
@@ -471,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     iqa.add_argument("--json", action="store_true", help="one JSON object per image and line")
     add_niqe_channel_arg(iqa, "--channel", "--niqe-channel", dest="channel")
 
+    add_batch_command(command)
     add_engine_args(command("download", "fetch and verify every default weight (needs the Hugging Face Hub)"))
     add_engine_args(command("status", "device and which models are available or missing"))
     return parser
@@ -487,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_status(args)
     if args.command == "iqa":
         return cmd_iqa(args)
+    if args.command == "batch":
+        return cmd_batch(args)
     return cmd_run(args, grid=args.command == "grid")
 
 

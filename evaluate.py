@@ -2,6 +2,7 @@
 
     python evaluate.py ../shared/eval/Set5 --levels 7,8,9 -o eval_runs/set5
     python evaluate.py photos/ --jpeg 30 --noise 3 -o eval_runs/photos_q30
+    python evaluate.py photos/ --levels 5,8 --sweep creativity=0.2,0.35,0.5 --sweep resemblance=0.4,0.8 -o eval_runs/sweep
     torchrun --nproc_per_node 2 evaluate.py photos/ -o eval_runs/photos   # sharded
 
 Each image: crop to a multiple of the scale, antialiased bicubic downscale (the SR-paper way),
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -30,7 +30,10 @@ from evaluation.outputs import check_config, write_outputs
 from evaluation.paper import paper_check
 from evaluation.per_image import evaluate_image
 from evaluation.scores import jsonable
+from evaluation.sweep import add_sweep_args, check_sweep_args, sweep_config, sweep_image, write_sweep
+from evaluation.votes import votes_report
 from pipelines.engine_args import add_engine_args, add_niqe_channel_arg, engine_config
+from pipelines.processes import distributed, my_share
 from pipelines.report import atomic_write
 
 # The parts live in evaluation/ (and the figures in figures.py); this file parses the flags,
@@ -59,8 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress (a bar on a terminal, else one line per image)"
     )
+    p.add_argument("--votes", metavar="VOTES", help="arena votes (CSV/Parquet): how well each score predicts them")
+    add_sweep_args(p)  # evaluation/sweep.py: --sweep NAME=v1,v2,... (up to two), --sweep-from
     add_engine_args(p)
     args = p.parse_args(argv)
+    check_sweep_args(p, args)
     if args.levels != "all":  # checked against the engine's level table by chosen_levels
         try:
             args.levels = sorted({int(x) for x in args.levels.split(",")})
@@ -68,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--levels must be comma-separated levels like 7,8,9 or 'all', got {args.levels!r}")
     if args.scale < 2:
         p.error("--scale must be >= 2")
+    if args.votes and not Path(args.votes).is_file():
+        p.error(f"--votes: no file {args.votes}")
     return args
 
 
@@ -101,28 +109,15 @@ def run_config(args: argparse.Namespace, deg: Degradation) -> dict[str, Any]:
         "upscaler": args.upscaler,
         "models": [args.sd15, args.controlnet, args.lora, args.lora_file],
         "niqe_channel": args.niqe_channel,
+        **sweep_config(args),
     }
 
 
-def distributed() -> Any:
-    """Under torchrun / accelerate launch (WORLD_SIZE > 1): accelerate's PartialState (gloo on
-    CPU, the cores split between processes); else None."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    return PartialState(backend="gloo", cpu=True)
-
-
-def my_share(images: list[Path], state: Any) -> list[Path]:
+def my_images(images: list[Path], state: Any) -> list[Path]:
     """The images this process scores: all of them, or its part under ``distributed()``."""
     if state is None:
         return images
-    with state.split_between_processes(images) as part:
-        mine = list(part)
+    mine = my_share(images, state)
     print(f"rank {state.process_index}/{state.num_processes}: {len(mine)} images", file=sys.stderr)
     return mine
 
@@ -140,6 +135,8 @@ def score_images(engine: Any, todo: list[Path], args: argparse.Namespace, deg: D
         if not bars and not args.no_progress:
             print(f"{desc}: image {i + 1}/{len(todo)} {path.name}", file=sys.stderr, flush=True)
         record = evaluate_image(engine, path, args, deg, niqe_channel=args.niqe_channel)
+        if getattr(args, "sweep", None):  # each point one run of the custom level, on the same input
+            record["sweep"] = sweep_image(engine, path, args, deg, niqe_channel=args.niqe_channel)
         atomic_write(per_image / f"{key_of(path)}.json", json.dumps(jsonable(record)).encode())
 
 
@@ -160,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         check_config(out, run_config(args, deg), args.fresh)
     if state is not None:
         state.wait_for_everyone()
-    mine = my_share(images, state)
+    mine = my_images(images, state)
     todo = [p for p in mine if args.fresh or not (per_image / f"{key_of(p)}.json").exists()]
     if len(mine) > len(todo):
         print(f"resuming: {len(mine) - len(todo)} of {len(mine)} images already scored", file=sys.stderr)
@@ -171,9 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     if is_main:
         records = [json.loads((per_image / f"{key_of(p)}.json").read_text()) for p in images]
         print(write_outputs(out, records, args, deg, table=table, niqe_channel=args.niqe_channel))
+        if args.sweep:  # sweep.csv/.md/.json and its plots
+            print(write_sweep(out, records, args, table=table))
         check = paper_check(records, args, deg, table)
         if check:
             print(check)
+        if args.votes:  # evaluation/votes.py: agreement and Kendall's τ against the votes
+            print(votes_report(out, records, args, deg, table=table))
         print(f"wrote {out}/report.html, summary.md/.csv/.json, per_image.csv ({time.perf_counter() - t0:.1f} s)")
     return 0
 

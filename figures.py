@@ -203,7 +203,7 @@ def run_quality_figure(result: Any, advice: Any = None) -> Figure:
     at (LR-consistency, NIQE), the ``advice`` (a ``Recommendation``) ringed, its floor drawn."""
     points = [
         PDPoint(
-            label=str(lv.level),
+            label=lv.preset.tag,  # the level's number; "custom" for the custom level
             fidelity=lv.metrics.get("lr_consistency", math.nan),
             naturalness=lv.metrics.get("niqe", math.nan),
             highlight=advice is not None and lv.level == advice.level,
@@ -388,11 +388,11 @@ def _label_spots(ax: Any, spots: dict[tuple[float, float], list[int]]) -> None:
         previous = (x, y)
 
 
-def perception_distortion_summary_figure(
+def summary_points(
     summary: dict[str, Any], check: dict[str, Any] | None, *, table: presets.LevelTable = presets.TABLE
-) -> Figure:
-    """Each level at (mean PSNR-Y against the ground truth, mean NIQE) with ± std bars; the
-    recommended level's mean as its own ringed point."""
+) -> list[PDPoint]:
+    """The evaluation summary's levels as points (mean PSNR-Y against the ground truth, mean
+    NIQE, ± std), and the recommended level's mean as its own ringed point."""
 
     def point(label: str, st: dict[str, Any], **kw: Any) -> PDPoint:
         return PDPoint(
@@ -409,8 +409,149 @@ def perception_distortion_summary_figure(
     ]
     if check is not None and check["images"]:
         points.append(point("recommended", check["recommended"], highlight=True))
+    return points
+
+
+def perception_distortion_summary_figure(
+    summary: dict[str, Any], check: dict[str, Any] | None, *, table: presets.LevelTable = presets.TABLE
+) -> Figure:
+    """Each level at (mean PSNR-Y against the ground truth, mean NIQE) with ± std bars; the
+    recommended level's mean as its own ringed point."""
+    points = summary_points(summary, check, table=table)
     return perception_distortion_figure(
         points,
         fidelity_label="PSNR-Y vs ground truth (dB, higher = more faithful)",
         title="Fidelity against naturalness (mean ± std over the images)",
     )
+
+
+# --- the arena's leaderboard (lab/arena_tab.py) ---------------------------------------------------
+
+
+def arena_figure(rows: Sequence[tuple[str, float, float, float, int]], *, title: str) -> Figure:
+    """The arena's leaderboard: one row per recipe (label, rating, interval low, interval high,
+    votes), best at the top, the rating as a dot on its 95 % interval bar and the vote count at
+    the right. No rows → a figure that says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 0.9 + 0.42 * max(len(rows), 2)), dpi=100)
+    ax = fig.subplots()
+    if not rows:
+        ax.text(0.5, 0.5, "no votes yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    ys = list(range(len(rows)))[::-1]  # the first row (the best) at the top
+    ratings = [r[1] for r in rows]
+    low = [max(0.0, r[1] - r[2]) for r in rows]  # a percentile interval need not hold the fit itself
+    high = [max(0.0, r[3] - r[1]) for r in rows]
+    ax.errorbar(ratings, ys, xerr=[low, high], fmt="o", color="C0", ecolor="C0", elinewidth=3, alpha=0.85, capsize=4)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
+    for y, r in zip(ys, rows, strict=True):
+        ax.annotate(f"{r[4]} vote{'' if r[4] == 1 else 's'}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    ax.axvline(1000, color="0.6", lw=0.8, ls="--")
+    ax.margins(x=0.08, y=0.25)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set(xlabel="Bradley–Terry rating (Elo scale, mean 1000) with 95 % bootstrap interval", title=title)
+    fig.tight_layout()
+    return fig
+
+
+# --- sweeps over custom-level settings (evaluation/sweep.py, lab/sweep_tab.py) ----------------
+
+SWEEP_STYLE: dict[str, Any] = {"marker": "*", "color": "C2", "markersize": 13, "linestyle": "none"}
+
+
+def sweep_axis_figure(
+    axis_label: str, panels: dict[str, dict[str, list[tuple[float, float | None, float | None]]]]
+) -> Figure:
+    """Scores against the values of one swept setting (``axis_label`` on x): one panel per
+    score (its y label → series), one line per series (a value of the other swept setting) of
+    (value, mean, std) points with ± std bars. Missing means are left out; an infinite one
+    (identical to the baseline) is drawn at ``PSNR_INF_SHOWN_AS``. No panel → a figure that
+    says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    columns = 2 if len(panels) > 1 else 1
+    rows = max(1, -(-len(panels) // columns))
+    fig = Figure(figsize=(4.2 * columns, 3.1 * rows), dpi=100)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    if not panels:
+        axes[0].text(0.5, 0.5, "no scores to plot", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+        return fig
+    for ax, (ylabel, series) in zip(axes, panels.items(), strict=False):
+        infinite = False
+        for i, (name, points) in enumerate(series.items()):
+            shown = [(x, m, s) for x, m, s in points if m is not None and not math.isnan(m)]
+            infinite = infinite or any(math.isinf(m) for _, m, _ in shown)
+            ax.errorbar(
+                [x for x, _, _ in shown],
+                [drawable_psnr(m) if math.isinf(m) else m for _, m, _ in shown],
+                yerr=[_spread(s) for _, _, s in shown],
+                fmt="o-",
+                color=f"C{i}",
+                capsize=3,
+                label=name,
+            )
+        ax.set_ylabel(ylabel + (f"\n({PSNR_INF_NOTE})" if infinite else ""), fontsize=8)
+        ax.set_xlabel(axis_label, fontsize=8)
+        ax.margins(x=0.1)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"Scores against {axis_label}: mean ± std over the images", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _sweep_overlay(fig: Figure, points: Sequence[PDPoint], legend: str) -> Figure:
+    """Mark ``points`` (already placed by :func:`perception_distortion_figure`) as stars with a
+    legend entry of their own, so the sweep stands apart from the levels."""
+    ax = fig.axes[0]
+    drawn = [p for p in points if math.isfinite(p.fidelity) and math.isfinite(p.naturalness)]
+    if not drawn or not ax.get_legend():
+        return fig
+    ax.plot([p.fidelity for p in drawn], [p.naturalness for p in drawn], label=legend, zorder=4, **SWEEP_STYLE)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def sweep_perception_distortion_figure(
+    summary: dict[str, Any],
+    check: dict[str, Any] | None,
+    points: Sequence[PDPoint],
+    legend: str,
+    *,
+    table: presets.LevelTable = presets.TABLE,
+) -> Figure:
+    """The evaluation's perception–distortion view (each level's mean PSNR-Y against the ground
+    truth and mean NIQE, ± std; the recommended level ringed) with the sweep's ``points`` added
+    as stars (``legend``: what their labels are, e.g. "sweep (creativity/resemblance)")."""
+    levels = summary_points(summary, check, table=table)
+    swept = [replace(p, generative=True) for p in points]
+    fig = perception_distortion_figure(
+        [*levels, *swept],
+        fidelity_label="PSNR-Y vs ground truth (dB, higher = more faithful)",
+        title="Fidelity against naturalness: the levels and the sweep (mean ± std)",
+    )
+    return _sweep_overlay(fig, swept, legend)
+
+
+def sweep_quality_figure(points: Sequence[PDPoint], legend: str) -> Figure:
+    """The lab's perception–distortion view of a sweep: each point at (LR-consistency, NIQE)."""
+    swept = [replace(p, generative=True) for p in points]
+    fig = perception_distortion_figure(
+        swept,
+        fidelity_label="LR-consistency (dB, higher = more faithful to the input)",
+        title="Fidelity against naturalness, per sweep point",
+    )
+    return _sweep_overlay(fig, swept, legend)

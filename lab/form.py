@@ -20,10 +20,10 @@ import gradio as gr
 import presets
 from lab import supervision
 from pipelines.engine import LevelResult, RunResult
-from pipelines.errors import LabError
+from pipelines.errors import LabError, RequestError
 from pipelines.fetch import FetchPolicy
 from pipelines.imaging import LoadedImage, load_image
-from pipelines.request import RequestFields, draw_seed
+from pipelines.request import CustomRecipe, RequestFields, draw_seed
 
 MAX_UPLOAD = f"{presets.MAX_UPLOAD_BYTES // (1024 * 1024)}mb"
 log = logging.getLogger("upscale-lab.app")
@@ -99,9 +99,11 @@ class UIInput:
         upscale_strength: int | None = None,
         generative_upscale: bool | None = None,
         levels: tuple[int, ...] | None = None,
+        custom: CustomRecipe | None = None,
     ) -> RequestFields:
-        """The form as request fields, plus what the button adds. A blank negative prompt box
-        means the preset list (its placeholder); the random-seed box draws the seed here."""
+        """The form as request fields, plus what the button adds (``custom``: the Advanced
+        panel's recipe). A blank negative prompt box means the preset list (its placeholder);
+        the random-seed box draws the seed here."""
         return RequestFields(
             width=self.width,
             height=self.height,
@@ -113,6 +115,7 @@ class UIInput:
             upscale_strength=upscale_strength,
             generative_upscale=generative_upscale,
             levels=levels,
+            custom=custom,
         )
 
     def load(self) -> LoadedImage:
@@ -128,6 +131,58 @@ class UIInput:
 
 
 FORM_FIELDS = tuple(f.name for f in dataclasses.fields(UIInput))
+
+
+@dataclass(frozen=True)
+class CustomInput:
+    """The Advanced panel: whether the run buttons add the custom level (``enabled``), the
+    level its settings start from, its base path and its settings (``presets.CUSTOM_FIELDS``,
+    by name). The field order is the panel's components' (``Layout.custom``) and that of the
+    parameters that follow the form's in the ``/grid`` and ``/upscale`` API."""
+
+    enabled: bool
+    start_from: int | None
+    base_path: str | None
+    lora_scale: float | None
+    creativity: float | None
+    resemblance: float | None
+    guidance: float | None
+    steps: float | None
+    tile_size: float | None
+    tile_overlap: float | None
+
+    @classmethod
+    def of(cls, *values: Any) -> CustomInput:
+        """From the raw component values in panel order; none at all (an API caller that left
+        them out): the panel off."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not values:
+            return cls(False, *[None] * (len(names) - 1))
+        if len(values) != len(names):
+            raise TypeError(f"the Advanced panel has {len(names)} fields ({', '.join(names)}), got {len(values)}")
+        raw = dict(zip(names, values, strict=True))
+        raw["enabled"] = bool(raw["enabled"])
+        return cls(**raw)
+
+    def recipe(self) -> CustomRecipe:
+        """The panel's recipe (every setting as set; a blank one: ``start_from``'s). Raises
+        gr.Error with the request's message (``custom.creativity: must be ... in 0.05..1``)."""
+        given: dict[str, Any] = {"start_from": _whole(self.start_from), "base_path": self.base_path or None}
+        for spec in presets.CUSTOM_FIELDS:
+            value = getattr(self, spec.name)
+            given[spec.name] = _whole(value) if spec.integer else value
+        try:
+            return CustomRecipe(**{k: v for k, v in given.items() if v is not None})
+        except RequestError as exc:
+            raise user_error(exc) from None
+
+
+def _whole(value: Any) -> Any:
+    """A slider's or a dropdown's whole float as an int (the recipe checks the rest)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+CUSTOM_INPUTS = tuple(f.name for f in dataclasses.fields(CustomInput))
 
 
 def fetch_policy() -> FetchPolicy:

@@ -57,6 +57,7 @@ from lab.rest import (
     request_and_image,
 )
 from pipelines.cache import cache_dir
+from pipelines.database import open_database
 from pipelines.engine import RunResult
 from pipelines.errors import Cancelled, LabError, RequestError, URLFetchError
 
@@ -143,12 +144,7 @@ class JobStore:
 
     def __init__(self, url: str, folder: Path, ttl_s: float) -> None:
         self.folder, self.ttl_s = folder, ttl_s
-        db_url = sa.make_url(url)
-        sqlite = db_url.get_backend_name() == "sqlite"
-        if sqlite and db_url.database not in (None, "", ":memory:"):
-            Path(str(db_url.database)).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sa.create_engine(db_url, connect_args={"timeout": 30} if sqlite else {})
-        _META.create_all(self._db)
+        self._db = open_database(url, _META)
         folder.mkdir(parents=True, exist_ok=True)
 
     @classmethod

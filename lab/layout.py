@@ -9,8 +9,11 @@ from typing import Any
 import gradio as gr
 
 import presets
-from lab.form import FORM_FIELDS
+from lab.form import CUSTOM_INPUTS, FORM_FIELDS, user_error
+from lab.region_panel import RegionPanel, build_region_panel
+from lab.save_as import SaveAs, build_save_as
 from lab.views import SCORE_HEADERS, level_choices, scores_legend, scores_note
+from pipelines.base import BASE_SPECS
 from pipelines.request import FITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +22,8 @@ EXAMPLES = [
     [str(ROOT / "examples" / "rocket_640x427.png")],
     [str(ROOT / "examples" / "chelsea_q25.jpg")],
 ]
+SINGLE_TAB = "single"  # the Single level tab's id (Run the whole image shows it)
+
 CSS = """
 /* gradio groups toasts by type and lists every earlier message under "Error (2)"; show only
    the newest message of a group, without the count */
@@ -32,12 +37,13 @@ CSS = """
 #run-note { flex-grow: 4; }
 #scores th, #scores th *, #scores td, #scores td *, #scores .body-cell, #scores .body-cell * {
   word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important;
-  font-family: var(--font) !important; font-size: 13px !important;
+  font-family: var(--font) !important; font-size: 12px !important;
 }
 #scores td, #scores td *, #scores .body-cell, #scores .body-cell * { white-space: nowrap !important; }
 #scores td:nth-child(2), #scores td:nth-child(2) *, #scores .body-cell:nth-child(2), #scores .body-cell:nth-child(2) * {
   white-space: normal !important;
 }
+#scores th, #scores td, #scores .body-cell { padding: 4px !important; line-height: 1.3 !important; }
 """
 
 
@@ -59,6 +65,24 @@ def as_sent(image: gr.Image) -> gr.Image:
     return image
 
 
+def checked_as(spec: presets.CustomField, slider: gr.Slider) -> gr.Slider:
+    """``slider`` refusing a value out of its range (sent through the API) with the request's
+    message, which names the field (``custom.creativity: must be a number in 0.05..1, got
+    1.5``), instead of gradio's unnamed "Value 1.5 is greater than maximum value 1.0". (An
+    instance override, as in :func:`as_sent`.)"""
+    bounded = slider.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            spec.check(payload)
+        except ValueError as exc:
+            raise user_error(f"custom.{spec.name}: {exc} ({spec.label})") from None
+        return bounded(payload)
+
+    slider.preprocess = preprocess  # type: ignore[method-assign]
+    return slider
+
+
 @dataclass(frozen=True)
 class Layout:
     """The lab's components by name; handlers key their return values by these."""
@@ -75,6 +99,8 @@ class Layout:
     negative_prompt: Any
     seed: Any
     random_seed: Any
+    tabs: Any  # the results' tabs (Grid … Downloads): other tabs are added inside it
+    region_panel: RegionPanel  # Preview a region (lab/region_panel.py)
     run_btn: Any
     cancel_btn: Any
     message: Any
@@ -94,13 +120,27 @@ class Layout:
     single_out: Any
     single_file: Any
     single_info: Any
+    save_as: SaveAs  # the Single level tab's Save as row (lab/save_as.py)
     files: Any
     state: Any
+    custom_on: Any
+    start_from: Any
+    base_path: Any
+    custom_settings: tuple[Any, ...]  # one slider per ``presets.CUSTOM_FIELDS``, in its order
+    custom_btn: Any
 
     @property
     def form(self) -> list[Any]:
         """The form's components in ``UIInput``'s field order (the run events' inputs)."""
         return [getattr(self, name) for name in FORM_FIELDS]
+
+    @property
+    def custom(self) -> list[Any]:
+        """The Advanced panel's components in ``CustomInput``'s field order (after the form in
+        the run events' inputs)."""
+        panel = [self.custom_on, self.start_from, self.base_path, *self.custom_settings]
+        assert len(panel) == len(CUSTOM_INPUTS)  # a panel out of step with CustomInput is a bug
+        return panel
 
 
 def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | None = None) -> Layout:
@@ -122,7 +162,9 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             form = _form(table)
-        with gr.Column(scale=2):
+            advanced = _advanced(table)
+            region_panel = build_region_panel(table, (single_start or (table.default_strength, ""))[0])
+        with gr.Column(scale=2), gr.Tabs() as tabs:  # more tabs join later: ``with layout.tabs:``
             results = {
                 **_grid_tab(table),
                 **_scores_tab(table),
@@ -135,6 +177,8 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
                     file_count="multiple",
                 )
     return Layout(
+        region_panel=region_panel,
+        tabs=tabs,
         run_btn=run_btn,
         cancel_btn=cancel_btn,
         message=message,
@@ -143,6 +187,7 @@ def build_layout(table: presets.LevelTable, *, single_start: tuple[int, str] | N
         files=files,
         state=gr.State(None),
         **form,
+        **advanced,
         **results,
     )
 
@@ -193,6 +238,49 @@ def _form(table: presets.LevelTable) -> dict[str, Any]:
     )
 
 
+def _advanced(table: presets.LevelTable) -> dict[str, Any]:
+    """The custom level's panel: its recipe (filled from "start from level N" when the page
+    loads and whenever that changes), whether the run buttons add it, and its own button."""
+    custom = presets.custom_number(table)
+    base, settings = presets.custom_defaults(table, presets.DIFFUSION_SETTINGS, table.default_strength)
+    paths = [*table.base_paths, *sorted(set(BASE_SPECS) - set(table.base_paths))]
+    with gr.Accordion("Advanced: a custom level", open=False, elem_id="advanced"):
+        gr.Markdown(
+            f"Your own recipe beside the {table.count_text} levels: level **{custom}** (*custom*) in the grid, "
+            "scored like the others. *Creativity* is the denoise strength, *resemblance* the ControlNet scale "
+            "(Clarity's names); LoRA 0 means no diffusion. The prompt, negative prompt and seed are the form's.",
+            elem_classes=["lab-note"],
+        )
+        start_from = gr.Dropdown(
+            level_choices(table),
+            value=table.default_strength,
+            label="Start from level N (fills the settings below)",
+            elem_id="start-from",
+        )
+        base_path = gr.Dropdown(
+            [(table.column_label(p), p) for p in paths], value=base, label="Base path", elem_id="custom-base"
+        )
+        sliders = tuple(
+            checked_as(
+                f,
+                gr.Slider(
+                    f.low,
+                    f.high,
+                    value=getattr(settings, f.attribute),
+                    step=f.multiple_of if f.integer else f.step,
+                    label=f"{f.label} ({f.range_text})",
+                    elem_id=f"custom-{f.name.replace('_', '-')}",
+                ),
+            )
+            for f in presets.CUSTOM_FIELDS
+        )
+        custom_on = gr.Checkbox(value=False, label="Add it to Run all and Upscale", elem_id="custom-on")
+        custom_btn = gr.Button("Run custom level", variant="secondary", elem_id="run-custom")
+    return dict(
+        custom_on=custom_on, start_from=start_from, base_path=base_path, custom_settings=sliders, custom_btn=custom_btn
+    )
+
+
 def _grid_tab(table: presets.LevelTable) -> dict[str, Any]:
     with gr.Tab("Grid"):
         gallery = gr.Gallery(
@@ -224,7 +312,7 @@ def _scores_tab(table: presets.LevelTable) -> dict[str, Any]:
             label="Scores per level",
             interactive=False,
             wrap=True,  # between words only (the CSS): numbers and names never break inside
-            max_height=720,
+            max_height=900,  # the ten levels (nine and the custom one) without scrolling the table
             elem_id="scores",
         )
         gr.Markdown(scores_legend(), elem_classes=["lab-note"], elem_id="scores-legend")
@@ -234,7 +322,10 @@ def _scores_tab(table: presets.LevelTable) -> dict[str, Any]:
 
 
 def _compare_tab(table: presets.LevelTable) -> dict[str, Any]:
-    choices = level_choices(table)
+    choices = [
+        *level_choices(table),
+        (f"{presets.custom_number(table)}: the custom level", presets.custom_number(table)),
+    ]
     with gr.Tab("Compare"):
         with gr.Row():
             level_a = gr.Dropdown(choices, value=table.default_strength, label="Left")
@@ -250,7 +341,7 @@ def _compare_tab(table: presets.LevelTable) -> dict[str, Any]:
 
 
 def _single_tab(table: presets.LevelTable, start: tuple[int, str]) -> dict[str, Any]:
-    with gr.Tab("Single level"):
+    with gr.Tab("Single level", id=SINGLE_TAB):
         gr.Markdown(
             "The commercial API's semantics: one `upscale_strength`, one image (size, prompt and seed from the left)."
             + (f"\n\n{start[1]}" if start[1] else ""),
@@ -267,9 +358,11 @@ def _single_tab(table: presets.LevelTable, start: tuple[int, str]) -> dict[str, 
             generative = gr.Checkbox(value=True, label="generative_upscale")
         single_btn = gr.Button("Upscale", variant="primary")
         single_out = gr.Image(label="Result", type="pil", format="png")
-        single_file = gr.File(label="Download PNG")
+        single_file = gr.File(label="Download")
         single_info = gr.Markdown()
+        save_as = build_save_as()
     return dict(
+        save_as=save_as,
         strength=strength,
         generative=generative,
         single_btn=single_btn,

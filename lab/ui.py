@@ -5,8 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from lab import supervision
+from lab.arena_tab import build_arena_tab
+from lab.batch_tab import build_batch_tab, wire_batch_tab
 from lab.handlers import wire
 from lab.layout import build_layout
+from lab.sweep_tab import build_sweep_tab, wire_sweep_tab
 from lab.views import runnable_default
 from pipelines.engine import Engine
 from pipelines.imaging import enable_heif
@@ -26,5 +29,11 @@ def build_ui(engine: Engine | None = None, *, queue_max: int = QUEUE_MAX_DEFAULT
         start = runnable_default(table, supervision.get_engine().model_status())
         layout = build_layout(table, single_start=start)
         wire(layout, demo)
+        with layout.tabs:  # tabs of their own modules, after the results' tabs
+            batch = build_batch_tab(table, start[0])
+            sweep = build_sweep_tab(table)  # one or two custom-level settings (lab/sweep_tab.py)
+        wire_batch_tab(batch, layout.form)
+        wire_sweep_tab(sweep, layout.form)
+        build_arena_tab(layout.state, demo)  # blind votes between levels (lab/arena_tab.py)
     demo.queue(max_size=queue_max, default_concurrency_limit=1)
     return demo

@@ -3,6 +3,7 @@ the recommendation line, compare pairs, heatmaps and the run's notes (no events 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -125,26 +126,53 @@ def partial_grid(ready: dict[int, LevelResult], table: presets.LevelTable) -> li
             items.append((placeholder(cell, f"Level {lv.level}: running…"), f"{lv.level} · {lv.recipe}\nrunning…"))
         else:
             items.extend(level_items([preview(got, cell)], cell))
-    return items
+    numbers = set(table.numbers)
+    extra = [lv for n, lv in sorted(ready.items()) if n not in numbers]  # the custom level, below the grid
+    return items + level_items([preview(lv, cell) for lv in extra], cell)
 
 
-def recommendation_markdown(advice: Recommendation) -> str:
-    """The line under the grid."""
+def recommendation_markdown(advice: Recommendation, table: presets.LevelTable = presets.TABLE) -> str:
+    """The line under the grid (``table``: the run's, whose custom level is named as such)."""
     if advice.level is None:
         return f"No recommendation: {advice.reason}"
-    return f"**{RECOMMEND_BADGE}: level {advice.level}** — {advice.reason.split(': ', 1)[-1]}"
+    custom = " (the custom level)" if advice.level == presets.custom_number(table) else ""
+    return f"**{RECOMMEND_BADGE}: level {advice.level}{custom}** — {advice.reason.split(': ', 1)[-1]}"
+
+
+def scores_plot(result: RunResult) -> Any:
+    """The scores against level (``figures.scores_figure``) of the table's levels, and the
+    custom level beside them as stars at its own tick, "custom" (not joined to their lines)."""
+    from figures import drawable_psnr, scores_figure
+
+    custom = [lv for lv in result.levels if isinstance(lv.preset, presets.CustomLevel) and lv.status == "ok"]
+    fig = scores_figure(replace(result, levels=[lv for lv in result.levels if lv not in custom]))
+    if not custom:
+        return fig
+    lv, table = custom[0], result.table
+    n = lv.level
+    ax1, ax2 = fig.axes
+    ax1.plot([n], [drawable_psnr(lv.metrics["psnr_vs_bicubic"])], "*", color="C0", markersize=11)
+    ax1.plot([n], [lv.metrics["lr_consistency"]], "*", color="C1", markersize=11)
+    ax2.plot([n], [lv.metrics["ssim_vs_bicubic"]], "*", color="C2", markersize=11)
+    for ax in (ax1, ax2):
+        ax.set_xticks([*table.numbers, n], labels=[*map(str, table.numbers), presets.CUSTOM_EFFECT])
+        ax.set_xlim(table.min_level - 0.5, n + 0.7)
+    return fig
 
 
 def score_table(result: RunResult) -> dict[str, list[Any]]:
     """The Scores tab's table (``headers`` and ``data``): the columns of ``TABLE_COLUMNS`` that
     have a value in some row (a run without a ground truth has no "vs ground truth" column);
     the levels that ran first, in level order; those that did not, folded into one row each
-    status (why: in the run's status line and in each grid cell)."""
+    status, "not run: missing (see the grid)" (why: in the run's status line and each grid
+    cell). No status column: a row with numbers ran."""
     rows = metrics_rows(result)
     headers = dict(zip(TABLE_COLUMNS, SCORE_HEADERS, strict=True))
-    keys = [k for k in TABLE_COLUMNS if k in ("level", "recipe", "status") or any(r[k] for r in rows)]
+    # no status column: the rows with numbers ran ("ok"); the others are folded, their status in the recipe cell
+    keys = [k for k in TABLE_COLUMNS if k in ("level", "recipe") or (k != "status" and any(r[k] for r in rows))]
     cached = {str(lv.level) for lv in result.levels if lv.cached}
     for row in rows:  # the time of a level whose image came from the engine's cache says so
+        row["recipe"] = row["recipe"].replace("-", "\u2011")  # "Real‑ESRGAN" never breaks at its hyphen
         if row["level"] in cached:
             row["seconds"] += " (cached)"
     data = [[row[k] for k in keys] for row in rows if row["status"] == "ok"]
@@ -153,7 +181,7 @@ def score_table(result: RunResult) -> dict[str, list[Any]]:
         if lv.status != "ok":
             folded.setdefault(lv.status, []).append(lv.level)
     for status, numbers in folded.items():
-        data.append([presets.number_ranges(numbers), "not run (see the grid)", status, *[""] * (len(keys) - 3)])
+        data.append([presets.number_ranges(numbers), f"not run: {status} (see the grid)", *[""] * (len(keys) - 2)])
     return {"headers": [headers[k] for k in keys], "data": data}
 
 
@@ -185,6 +213,35 @@ def heatmaps(result: RunResult) -> list[tuple[Any, str]]:
         else:
             out.append((change_heatmap(lv.image, baseline), f"{lv.level}: change vs bicubic ({white})"))
     return out
+
+
+ESTIMATES: deque[tuple[float, float]] = deque(maxlen=5)  # (estimated, actual) seconds of the last runs
+
+
+def estimate_note(estimate: float | None, actual: float | None) -> str:
+    """After a run: its time against the estimate shown before it, and the last few runs'
+    (the estimate comes from the costs earlier runs measured on this device)."""
+    if actual is None:
+        return ""
+    if not estimate:
+        return "\n\nNo estimate before this run (the first on this device); the next runs have one."
+    ESTIMATES.append((estimate, actual))
+    history = ", ".join(f"~{e:.0f} → {a:.0f} s" for e, a in ESTIMATES)
+    return f"\n\nEstimated ~{estimate:.0f} s, took {actual:.0f} s (the last runs, estimated → actual: {history})."
+
+
+def region_note(result: RunResult) -> str:
+    """A preview's first line: the grid shows a box of the input, not the whole image."""
+    preview = result.manifest.get("preview")
+    if not preview:
+        return ""
+    box = preview["region"]
+    size = result.manifest.get("input", {}).get("size", ["?", "?"])
+    canvas = result.plan.canvas
+    return (
+        f"**Region preview**: input box x {box['x']}, y {box['y']}, {box['width']}×{box['height']} "
+        f"of {size[0]}×{size[1]} → {canvas[0]}×{canvas[1]} px of output per level, at the whole image's scale.\n\n"
+    )
 
 
 def run_notes(result: RunResult) -> str:

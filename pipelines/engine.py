@@ -21,9 +21,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,13 +137,15 @@ class _Call:
 @dataclass(frozen=True)
 class _Plan:
     """Step 1: the request checked against the engine's table, the seed (drawn when it has
-    none), the levels it runs (in number order), the size plan, and the input cropped to it."""
+    none), the levels it runs (in number order, the custom level last), the size plan, and the
+    input cropped to it."""
 
     request: UpscaleRequest
     seed: int
     levels: tuple[presets.Level, ...]
     size: SizePlan
     low_res: Image.Image
+    custom: presets.CustomLevel | None = None  # the request's custom level (last of ``levels`` too)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,20 @@ class _Diffusion:
     passes: Mapping[float, int] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _PassGroup:
+    """Generative levels diffused by one :func:`refine` call: their settings by LoRA scale,
+    the prompt pair and the seed of the noise field; ``prefix`` names the call's timings in
+    the run's (empty for the table's call)."""
+
+    levels: list[presets.Level]
+    settings: Mapping[float, presets.DiffusionSettings]
+    prompt: str
+    negative_prompt: str
+    seed: int
+    prefix: str = ""
 
 
 class Engine:
@@ -370,6 +386,11 @@ class Engine:
         right after the base paths, each diffusion level when its pass is decoded), so a
         caller can show results as they come; the returned RunResult holds them all in order.
         """
+        if request.region is not None:  # a preview of a box: the box at the whole image's scale
+            from pipelines.region import preview
+
+            kw = dict(ground_truth=ground_truth, progress=progress, cancel=cancel, on_level=on_level)
+            return preview(self, image, request, request.region, **kw)  # type: ignore[no-any-return]
         with self._lock:
             return self._run(_Call(image, request, ground_truth, progress, cancel, on_level))
 
@@ -407,7 +428,7 @@ class Engine:
             seconds={**quick.seconds, **neural.seconds},
             notes={**quick.notes, **neural.notes},
             fresh=quick.fresh | neural.fresh,
-            same_as=identical_bases(images, set(images), self.config.table.base_paths),
+            same_as=identical_bases(images, set(images), self._base_order(images)),
             network_skipped=neural.network_skipped,
             failed={**quick.failed, **neural.failed},
         )
@@ -421,8 +442,13 @@ class Engine:
         request = call.request.with_table(table)  # RequestError for a level the table lacks
         seed = request.seed if request.seed is not None else draw_seed()
         levels = tuple(table.get(n) for n in request.effective_levels)
+        custom = None
+        if request.custom is not None:  # RequestError naming the custom field
+            custom = request.custom.resolve(table, self.config.settings, request.strength, list(self.config.base_specs))
+            levels += (custom,)
         size = plan_size(call.image.size, request, max_output_pixels=self.config.max_output_pixels)
-        return _Plan(request=request, seed=seed, levels=levels, size=size, low_res=call.image.rgb.crop(size.crop))
+        low_res = call.image.rgb.crop(size.crop)
+        return _Plan(request=request, seed=seed, levels=levels, size=size, low_res=low_res, custom=custom)
 
     def _base_stage(self, call: _Call, plan: _Plan, *, neural: bool) -> _Bases:
         """Each base path the levels need, once (the baseline's always, for the metrics): those
@@ -438,7 +464,7 @@ class Engine:
         notes: dict[str, str] = {}
         fresh: set[str] = set()
         failed: dict[str, _Failure] = {}
-        for i, path in enumerate(p for p in table.base_paths if p in needed):
+        for i, path in enumerate(self._base_order(needed)):
             check_cancel(call.cancel)
             if call.progress:
                 call.progress(f"base: {path}", i, len(needed))
@@ -464,7 +490,7 @@ class Engine:
             seconds=seconds,
             notes=notes,
             fresh=frozenset(fresh),
-            same_as=identical_bases(images, set(images), table.base_paths),  # e.g. bicubic_clean of a PNG
+            same_as=identical_bases(images, set(images), self._base_order(images)),  # e.g. bicubic_clean of a PNG
             network_skipped=any(self._spec(p).tiled_by_x4 for p in images)
             and skips_network(plan.low_res.size, plan.size.content),
             failed=failed,
@@ -472,9 +498,12 @@ class Engine:
 
     def _generative_stage(self, call: _Call, plan: _Plan, bases: _Bases, finish: _Finisher) -> _Diffusion:
         """Levels with LoRA > 0: one diffusion pass per (scale, distinct base); ``finish``
-        finishes each level as soon as its image is decoded. Missing weights make them
-        ``missing``; a pass that fails (:data:`PART_FAILURES`: out of memory even at the smallest
-        tile) makes the levels not finished yet ``error``. Levels whose base failed are skipped."""
+        finishes each level as soon as its image is decoded. The table's levels share one
+        :func:`refine` call; a custom level with settings, prompt and seed of its own gets a
+        call of its own (the same code, its bases taken from the same cache), else it joins
+        the table's. Missing weights make them ``missing``; a pass that fails
+        (:data:`PART_FAILURES`: out of memory even at the smallest tile) makes the levels not
+        finished yet ``error``. Levels whose base failed are skipped."""
         gen_levels = [lv for lv in plan.levels if lv.generative and lv.base_path in bases.images]
         if not gen_levels:
             return _Diffusion()
@@ -483,8 +512,56 @@ class Engine:
         except (ModelMissingError, WeightsError) as exc:
             finish.unavailable(gen_levels, part_failure(exc, DIFFUSION))
             return _Diffusion()
+        passes: dict[float, int] = {}
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        for group in self._pass_groups(plan, gen_levels):
+            try:
+                done = self._refine_group(refiner, call, group, bases, finish)
+            except PART_FAILURES as exc:
+                log.warning("diffusion failed: %s", exc)
+                left = [lv for lv in gen_levels if lv.level not in finish.results]
+                finish.unavailable(left, part_failure(exc, DIFFUSION))
+                return _Diffusion(timings=timings)  # no passes: an interrupted pass teaches no costs
+            timings.update({group.prefix + k: v for k, v in done.timings.items()})
+            warnings.extend(w for w in done.warnings if w not in warnings)
+            if not group.prefix:  # the table's passes teach the stage costs
+                passes.update(done.passes)
+        return _Diffusion(passes=passes, timings=timings, warnings=tuple(warnings))
+
+    def _pass_groups(self, plan: _Plan, gen_levels: list[presets.Level]) -> list[_PassGroup]:
+        """The generative levels as :func:`refine` calls: the table's levels in one; the custom
+        level in theirs when it diffuses as the engine's settings for its scale do, with the
+        run's prompt and seed (it then shares a pass, or adds its base to its scale's batch),
+        else in one of its own whose timings are named ``custom_…``."""
+        request = plan.request
+        prompt = request.prompt or presets.DEFAULT_PROMPT
+        negative = presets.DEFAULT_NEGATIVE_PROMPT if request.negative_prompt is None else request.negative_prompt
+        table_levels = [lv for lv in gen_levels if lv is not plan.custom]
+        shared = _PassGroup(table_levels, self.config.settings, prompt, negative, plan.seed)
+        custom = plan.custom if plan.custom in gen_levels else None
+        if custom is None:
+            return [shared]
+        own = _PassGroup(
+            [custom],
+            {custom.lora_scale: custom.settings},
+            prompt if custom.prompt is None else custom.prompt,
+            negative if custom.negative_prompt is None else custom.negative_prompt,
+            plan.seed if custom.seed is None else custom.seed,
+            prefix="custom_",
+        )
+        same_run = (own.prompt, own.negative_prompt, own.seed) == (prompt, negative, plan.seed)
+        if same_run and self.config.settings.get(custom.lora_scale) == custom.settings:
+            return [_PassGroup([*table_levels, custom], self.config.settings, prompt, negative, plan.seed)]
+        return [shared, own] if table_levels else [own]
+
+    def _refine_group(
+        self, refiner: Refiner, call: _Call, group: _PassGroup, bases: _Bases, finish: _Finisher
+    ) -> _Diffusion:
+        """One :func:`refine` call for ``group``: one pass per (scale, distinct base), each
+        level finished as soon as its pass is decoded. Raises what refine raises."""
         scales: dict[float, list[str]] = {}
-        for lv in gen_levels:
+        for lv in group.levels:
             base = bases.source(lv.base_path)
             if base not in scales.setdefault(lv.lora_scale, []):
                 scales[lv.lora_scale].append(base)
@@ -492,34 +569,20 @@ class Engine:
         timings: dict[str, float] = {}  # refine() adds its stages as they end
 
         def on_image(scale: float, base: str, picture: Image.Image) -> None:
-            ready = [lv for lv in gen_levels if lv.lora_scale == scale and bases.source(lv.base_path) == base]
+            ready = [lv for lv in group.levels if lv.lora_scale == scale and bases.source(lv.base_path) == base]
             finish.refined(ready, picture, timings.get(f"diffusion_{scale:g}", 0.0) / passes[scale])
 
-        job = self._refine_job(plan, bases, scales)
-        try:
-            outcome = refine(
-                refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image
-            )
-        except PART_FAILURES as exc:
-            log.warning("diffusion failed: %s", exc)
-            left = [lv for lv in gen_levels if lv.level not in finish.results]
-            finish.unavailable(left, part_failure(exc, DIFFUSION))
-            return _Diffusion(timings=timings)  # no passes: an interrupted pass teaches no costs
-        return _Diffusion(passes=passes, timings=timings, warnings=tuple(outcome.warnings))
-
-    def _refine_job(self, plan: _Plan, bases: _Bases, scales: dict[float, list[str]]) -> RefineJob:
-        request = plan.request
-        return RefineJob(
+        job = RefineJob(
             bases={p: pil_to_uint8_tensor(bases.images[p]) for p in {b for bs in scales.values() for b in bs}},
             scales=scales,
-            prompt=request.prompt or presets.DEFAULT_PROMPT,
-            negative_prompt=request.negative_prompt
-            if request.negative_prompt is not None
-            else presets.DEFAULT_NEGATIVE_PROMPT,
-            seed=plan.seed,
-            settings=self.config.settings,
+            prompt=group.prompt,
+            negative_prompt=group.negative_prompt,
+            seed=group.seed,
+            settings=group.settings,
             batch_size=self.batch_size,
         )
+        outcome = refine(refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image)
+        return _Diffusion(passes=passes, timings=timings, warnings=tuple(outcome.warnings))
 
     def _result(
         self, image: LoadedImage, plan: _Plan, levels: list[LevelResult], timings: dict[str, float], warnings: list[str]
@@ -542,6 +605,19 @@ class Engine:
     def _spec(self, base_path: str) -> BaseSpec:
         return get_base_path(base_path, self.config.base_specs)
 
+    def _base_order(self, names: Collection[str]) -> list[str]:
+        """``names`` in the table's base-path order, then any other (a custom level's base path
+        that the table does not use) by name."""
+        table_paths = self.config.table.base_paths
+        return [p for p in table_paths if p in names] + sorted(set(names) - set(table_paths))
+
+    def settings_of(self, level: presets.Level) -> presets.DiffusionSettings:
+        """How ``level`` (generative) is diffused: the custom level's own settings, else the
+        engine's for its LoRA scale."""
+        if isinstance(level, presets.CustomLevel):
+            return level.settings
+        return self.config.settings[level.lora_scale]
+
     def _seams(
         self, plan: _Plan, bases: _Bases, level: presets.Level, size: tuple[int, int]
     ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -555,7 +631,7 @@ class Engine:
             xs.update(round(x * size[0] / lw) for x in range(tile, lw, tile))
             ys.update(round(y * size[1] / lh) for y in range(tile, lh, tile))
         if level.generative:
-            settings, factor = self.config.settings[level.lora_scale], self.refiner().vae_scale
+            settings, factor = self.settings_of(level), self.refiner().vae_scale
             bx, by = tile_boundaries(
                 size, tile=settings.tile_size // factor, overlap=settings.tile_overlap // factor, factor=factor
             )
@@ -638,12 +714,18 @@ class Engine:
         earlier runs on this device (None until a run has measured the stages it needs).
         ``jpeg``: the input is a JPEG, so a base that works beyond a resize (the cleanup, which
         acts on JPEG grids) is counted at its measured cost; for other inputs it is a resize.
-        An upper bound on passes: it assumes every base differs (a PNG's cleanup base does not)."""
+        An upper bound on passes: it assumes every base differs (a PNG's cleanup base does not).
+        A custom level's pass is priced per denoising step at the table's measured cost. Raises
+        RequestError for a custom recipe this engine cannot run."""
         costs = self.costs()
         table = self.config.table
         plan = plan_size(size, request, max_output_pixels=self.config.max_output_pixels)
         mp = plan.content[0] * plan.content[1] / 1e6
-        levels = [table.get(n) for n in request.effective_levels]
+        levels: list[presets.Level] = [table.get(n) for n in request.effective_levels]
+        custom = None
+        if request.custom is not None:
+            custom = request.custom.resolve(table, self.config.settings, request.strength, list(self.config.base_specs))
+            levels.append(custom)
         total = costs.get("finish_per_mp_level", 0.0) * mp * len(levels)
         crop = (plan.crop[2] - plan.crop[0], plan.crop[3] - plan.crop[1])
         for name in {lv.base_path for lv in levels}:
@@ -654,7 +736,12 @@ class Engine:
                     total += costs["x4_per_input_mp"] * crop[0] * crop[1] / 1e6
             elif jpeg:
                 total += costs.get(f"base_{name}_per_input_mp", 0.0) * size[0] * size[1] / 1e6
-        gen = [lv for lv in levels if lv.generative]
+        gen = [lv for lv in levels if lv.generative and lv is not custom]
+        if custom is not None and custom.generative and self._refiner_missing is None:
+            step = self._step_cost(costs)
+            if step is None:
+                return None
+            total += (step * custom.settings.run_steps + costs.get("vae_per_mp", 0.0)) * mp
         if gen and self._refiner_missing is None:
             for scale in {lv.lora_scale for lv in gen}:
                 n = len({lv.base_path for lv in gen if lv.lora_scale == scale})
@@ -662,6 +749,16 @@ class Engine:
                     return None
                 total += (costs[f"diffusion_{scale:g}_per_mp"] + costs.get("vae_per_mp", 0.0)) * mp * n
         return total
+
+    def _step_cost(self, costs: Mapping[str, float]) -> float | None:
+        """Seconds per output megapixel of one denoising step, the mean over the LoRA scales
+        measured so far (None before any)."""
+        per_step = [
+            costs[f"diffusion_{scale:g}_per_mp"] / s.run_steps
+            for scale, s in self.config.settings.items()
+            if f"diffusion_{scale:g}_per_mp" in costs
+        ]
+        return sum(per_step) / len(per_step) if per_step else None
 
     def _base_key(self, path: str, image: LoadedImage, plan: SizePlan) -> tuple[Any, ...]:
         return (image.sha256, plan.crop, plan.content, path, self.config.upscaler)
@@ -707,7 +804,11 @@ class Engine:
         req = plan.request.to_json()
         req["upscale_strength"] = plan.request.strength  # what ran: the table's default when none was given
         req["seed"] = plan.seed
-        req["levels"] = [lv.level for lv in levels]
+        req["levels"] = [lv.level for lv in levels if not isinstance(lv.preset, presets.CustomLevel)]
+        if plan.custom is not None:  # every setting spelled out: it replays on any engine's settings
+            req["custom"] = plan.custom.to_json()
+            if not req["levels"]:  # the custom level alone
+                del req["levels"]
         size = plan.size
         return {
             "format": "upscale-lab-manifest/1",
@@ -734,20 +835,7 @@ class Engine:
                 **self.config.models.describe(),
             },
             "settings": {f"{s:g}": vars(v) for s, v in self.config.settings.items()},
-            "levels": [
-                {
-                    "level": lv.level,
-                    "base_path": lv.preset.base_path,
-                    "effect": lv.preset.effect,
-                    "lora_scale": lv.preset.lora_scale,
-                    "status": lv.status,
-                    "message": lv.message,
-                    "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
-                    "seconds": round(lv.seconds, 4),
-                    "sha256": hashlib.sha256(lv.image.tobytes()).hexdigest() if lv.image is not None else None,
-                }
-                for lv in levels
-            ],
+            "levels": [manifest_level(lv) for lv in levels],
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
         }
@@ -774,7 +862,7 @@ class _Finisher:
         self._call, self._plan, self._bases = call, plan, bases
         self._table, self._spec, self._seams = table, spec, seams
         self._baseline = bases.images[table.baseline.base_path]
-        self._scored: dict[tuple[float, str], dict[str, float]] = {}
+        self._scored: dict[tuple[Any, ...], dict[str, float]] = {}
         self.results: dict[int, LevelResult] = {}
         self.seconds = 0.0
 
@@ -819,6 +907,9 @@ class _Finisher:
     def _twin_note(self, lv: presets.Level) -> str:
         """Why a generative level repeats another's result: its base equals that level's."""
         source = self._bases.source(lv.base_path)
+        if isinstance(lv, presets.CustomLevel):
+            why = self._spec(lv.base_path).when_identical
+            return f"its {lv.base_path} base is identical to the {source} base ({why}): {source} was refined"
         twin = self._table.level_for(source, lv.lora_scale)
         twin_spec = self._spec(twin.base_path)
         why = (
@@ -836,7 +927,7 @@ class _Finisher:
     ) -> None:
         call, plan = self._call, self._plan
         image = compose(content, call.image, plan.size, plan.request)  # 4. canvas, alpha, grayscale
-        key = (lv.lora_scale, self._bases.source(lv.base_path))
+        key = _image_key(lv, self._bases.source(lv.base_path))
         if key not in self._scored:  # 5. metrics, once per distinct image
             self._scored[key] = score_level(
                 content,
@@ -864,6 +955,33 @@ class _Finisher:
         self.results[result.level] = result
         if self._call.on_level is not None:
             self._call.on_level(result)
+
+
+def manifest_level(lv: LevelResult) -> dict[str, Any]:
+    """One level's entry in the manifest (the custom level's with its ``custom`` recipe)."""
+    entry: dict[str, Any] = {
+        "level": lv.level,
+        "base_path": lv.preset.base_path,
+        "effect": lv.preset.effect,
+        "lora_scale": lv.preset.lora_scale,
+        "status": lv.status,
+        "message": lv.message,
+        "metrics": {k: json_number(v) for k, v in lv.metrics.items()},
+        "seconds": round(lv.seconds, 4),
+        "sha256": hashlib.sha256(lv.image.tobytes()).hexdigest() if lv.image is not None else None,
+    }
+    if isinstance(lv.preset, presets.CustomLevel):
+        entry["custom"] = lv.preset.to_json()
+    return entry
+
+
+def _image_key(level: presets.Level, source: str) -> tuple[Any, ...]:
+    """What a level's image is made of, for sharing scores between levels with the same pixels:
+    its source base and LoRA scale (a table level's settings follow from the scale); a custom
+    level diffused with settings of its own is its own image."""
+    if isinstance(level, presets.CustomLevel) and level.generative:
+        return (presets.CUSTOM_EFFECT, source)
+    return (level.lora_scale, source)
 
 
 def compose(content: Image.Image, image: LoadedImage, plan: SizePlan, request: UpscaleRequest) -> Image.Image:
@@ -929,6 +1047,46 @@ def identical_bases(bases: dict[str, Image.Image], names: set[str], order: Seque
     return same_as
 
 
+def with_custom(result: RunResult, custom_run: RunResult) -> RunResult:
+    """``result`` with the custom level of ``custom_run`` (a later run of the custom level
+    alone, on the same input and size plan: its bases came from the engine's cache) added, or
+    put in place of ``result``'s custom level; the recommendation taken again over them all and
+    the manifest updated so that it replays to the same images: the recipe records its own
+    seed, prompt and negative prompt where they differ from ``result``'s. Raises ValueError
+    when the input or the size plan differ, or ``custom_run`` has no custom level."""
+    custom = next((lv for lv in custom_run.levels if isinstance(lv.preset, presets.CustomLevel)), None)
+    if custom is None:
+        raise ValueError("the run has no custom level")
+    if custom_run.manifest["input"]["sha256"] != result.manifest["input"]["sha256"] or custom_run.plan != result.plan:
+        raise ValueError("the custom level ran on another image or size than the run it would join")
+    ours, theirs = result.manifest["request"], custom_run.manifest["request"]
+    preset = custom.preset
+    assert isinstance(preset, presets.CustomLevel)  # found by that type above
+    own: dict[str, Any] = {}
+    if preset.seed is None and custom_run.seed != result.seed:
+        own["seed"] = custom_run.seed
+    run_prompt, own_prompt = (r.get("background", {}).get("generate", {}).get("description") for r in (ours, theirs))
+    if preset.prompt is None and own_prompt != run_prompt:
+        own["prompt"] = own_prompt if own_prompt is not None else presets.DEFAULT_PROMPT
+    if preset.negative_prompt is None and theirs.get("negative_prompt") != ours.get("negative_prompt"):
+        negative = theirs.get("negative_prompt")
+        own["negative_prompt"] = negative if negative is not None else presets.DEFAULT_NEGATIVE_PROMPT
+    joined = replace(custom, preset=replace(preset, **own)) if own else custom
+    levels = [lv for lv in result.levels if not isinstance(lv.preset, presets.CustomLevel)] + [joined]
+    floor = ours.get("fidelity_floor", presets.DEFAULT_FIDELITY_FLOOR_DB)
+    advice = recommend_level(levels, floor)
+    manifest = {**result.manifest, "request": {**ours, "custom": replace(preset, **own).to_json()}}
+    manifest["levels"] = [manifest_level(lv) for lv in levels]
+    manifest["recommendation"] = advice.to_json()
+    manifest["timings"] = {
+        **result.manifest["timings"],
+        **{f"custom_run_{k}": v for k, v in custom_run.timings.items()},
+    }
+    timings = {**result.timings, **{f"custom_run_{k}": v for k, v in custom_run.timings.items()}}
+    warnings = result.warnings + [w for w in custom_run.warnings if w not in result.warnings]
+    return replace(result, levels=levels, timings=timings, warnings=warnings, manifest=manifest, recommendation=advice)
+
+
 def replay_request(manifest: dict[str, Any], table: presets.LevelTable = presets.TABLE) -> UpscaleRequest:
     """The request recorded in a manifest (seed and levels included), ready to run again on an
     engine with level table ``table``."""
@@ -939,4 +1097,4 @@ def replay_request(manifest: dict[str, Any], table: presets.LevelTable = presets
     return parse_request(req, table=table)
 
 
-__all__ = ["Engine", "EngineConfig", "LabError", "LevelResult", "RunResult", "replay_request"]
+__all__ = ["Engine", "EngineConfig", "LabError", "LevelResult", "RunResult", "replay_request", "with_custom"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -20,8 +20,10 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from pipelines.convert import pil_to_array
+from pipelines.guards import FACE_DISTANCE_LIMIT, TEXT_CER_LIMIT
 
 if TYPE_CHECKING:
+    from pipelines.guards import Face, TextLine
     from pipelines.quality import NiqeChannel
 
 STRIP_ROWS = 256  # metrics work on row strips: memory stays flat whatever the image size
@@ -151,6 +153,21 @@ class ScoreInput:
         return colour_drift(self.output, self.baseline, on_strip=self.check)
 
     @functools.cached_property
+    def faces(self) -> tuple[Face, ...] | None:
+        """The baseline's faces (found once per baseline); None without a baseline or a face,
+        so that the face guard's metrics do not apply and cost nothing."""
+        from pipelines.guards import baseline_faces
+
+        return (baseline_faces(self.baseline) or None) if self.baseline is not None else None
+
+    @functools.cached_property
+    def text_lines(self) -> tuple[TextLine, ...] | None:
+        """The baseline's text lines (read once per baseline); None without a baseline or text."""
+        from pipelines.guards import baseline_text
+
+        return (baseline_text(self.baseline) or None) if self.baseline is not None else None
+
+    @functools.cached_property
     def gt_at_output_size(self) -> np.ndarray:
         assert self.ground_truth is not None
         gt = self.ground_truth
@@ -167,10 +184,13 @@ class Metric:
     """One score, declared once: its ``key`` in result dicts, ``name`` and ``unit`` for headers,
     the decimals it is shown with, its ``direction`` ("higher"/"lower" is better, or "change":
     a distance from the bicubic baseline, where neither more nor less is better), what it
-    ``needs`` besides the output ("baseline", "low_res", "ground_truth", "seams"), its
+    ``needs`` besides the output ("baseline", "low_res", "ground_truth", "seams", and the
+    baseline's "faces" or "text_lines" for the guards), its
     ``scope`` ("level": the engine scores every level with it; "evaluation": the SR papers'
     scores against a ground truth), ``fn``, which computes it from a :class:`ScoreInput`, and
-    its ``short`` name in grid captions (captions show the metrics that have one).
+    its ``short`` name in grid captions (captions show the metrics that have one), and for a
+    guard, the ``limit`` beyond which the level is flagged (the caption shows ``flag``) and not
+    recommended (``pipelines.recommend``).
 
     A metric that needs nothing but the output is a *no-reference* score: ``cli.py iqa``
     reports those for any image."""
@@ -185,6 +205,8 @@ class Metric:
     scope: Scope = "level"
     decimals: int = 2
     short: str = ""  # the name in a grid cell's caption; "" = not in captions
+    limit: float | None = None  # a guard's limit: a value above it flags the level
+    flag: str = ""  # what the caption says about a level beyond ``limit``, e.g. "face changed"
 
     @property
     def label(self) -> str:
@@ -202,6 +224,10 @@ class Metric:
     def applies(self, inputs: ScoreInput) -> bool:
         """Whether ``inputs`` hold what this metric needs (a ground truth, a tile layout, ...)."""
         return all(getattr(inputs, need) is not None for need in self.needs)
+
+    def flagged(self, value: float | None) -> bool:
+        """Whether ``value`` is beyond this guard's ``limit`` (never for other metrics or NaN)."""
+        return self.limit is not None and value is not None and value > self.limit
 
     def format(self, value: float | None) -> str:
         """The value as the lab shows it: ``decimals`` places, "inf", "" for none or NaN."""
@@ -224,6 +250,27 @@ def _seams(inputs: ScoreInput) -> float:
     assert inputs.seams is not None
     bx, by = inputs.seams
     return seam_score(inputs.output, boundaries_x=bx, boundaries_y=by)
+
+
+def _face_distance(inputs: ScoreInput) -> float:
+    from pipelines.guards import face_distance
+
+    assert inputs.faces is not None
+    return face_distance(inputs.output, inputs.faces)
+
+
+def _faces_added(inputs: ScoreInput) -> float:
+    from pipelines.guards import faces_added
+
+    assert inputs.faces is not None
+    return float(faces_added(inputs.output, inputs.faces))
+
+
+def _text_cer(inputs: ScoreInput) -> float:
+    from pipelines.guards import text_cer
+
+    assert inputs.text_lines is not None
+    return text_cer(inputs.output, inputs.text_lines)
 
 
 def _array(image: Image.Image | None) -> np.ndarray:
@@ -287,6 +334,7 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         key="colour_drift_p95",
         name="Colour drift p95",
+        short="ΔE p95",
         unit="ΔE00",
         direction="lower",
         description="95th percentile of the same CIEDE2000 map: a local colour shift",
@@ -296,12 +344,53 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         key="seam_score",
         name="Tile seams",
+        short="Seams",
         unit="",
         direction="lower",
         description="gradient energy across tile boundaries over nearby lines (1.0 = no seams; "
         "above 1.5 a seam shows); empty for an untiled level",
         fn=_seams,
         needs=frozenset({"seams"}),
+    ),
+    # The guards (pipelines/guards.py): scored only when the baseline shows a face / text.
+    Metric(
+        key="face_distance",
+        name="Face identity distance",
+        short="Face dist.",
+        unit="",
+        direction="lower",
+        description="largest distance between a baseline face's identity (dlib ResNet) and the level's "
+        f"at the same place; above {FACE_DISTANCE_LIMIT:g} the face is another person's; empty without faces",
+        fn=_face_distance,
+        needs=frozenset({"baseline", "faces"}),
+        limit=FACE_DISTANCE_LIMIT,
+        flag="face changed",
+    ),
+    Metric(
+        key="faces_added",
+        name="Faces added",
+        short="Faces +",
+        unit="",
+        direction="lower",
+        description="faces found in the level away from every baseline face (hallucinated); "
+        "empty when the baseline has no face",
+        fn=_faces_added,
+        needs=frozenset({"baseline", "faces"}),
+        decimals=0,
+        limit=0.0,
+        flag="face added",
+    ),
+    Metric(
+        key="text_cer",
+        name="Text CER",
+        unit="",
+        direction="lower",
+        description="character error rate of the level's text, read at the baseline's text lines, against "
+        f"the baseline's reading; above {TEXT_CER_LIMIT:g} the text changed; empty without text",
+        fn=_text_cer,
+        needs=frozenset({"baseline", "text_lines"}),
+        limit=TEXT_CER_LIMIT,
+        flag="text changed",
     ),
     Metric(
         key="psnr_vs_gt",
@@ -372,15 +461,24 @@ NO_REFERENCE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.no_refe
 
 
 CAPTION_METRICS: tuple[Metric, ...] = tuple(m for m in LEVEL_METRICS if m.short)
+GUARD_METRICS: tuple[Metric, ...] = tuple(m for m in LEVEL_METRICS if m.limit is not None)
+FLAG_MARK = "⚠"
+
+
+def guard_flags(metrics: Mapping[str, float]) -> list[tuple[Metric, float]]:
+    """The guards a level's ``metrics`` exceed, with their values (registry order)."""
+    return [(m, metrics[m.key]) for m in GUARD_METRICS if m.key in metrics and m.flagged(metrics[m.key])]
 
 
 def caption_scores(metrics: dict[str, float]) -> str:
-    """The short scores line of a grid cell, e.g. ``PSNR 31.20 dB · SSIM 0.9120 · NIQE 4.31``."""
+    """The short scores line of a grid cell, e.g. ``PSNR 31.20 dB · SSIM 0.9120 · NIQE 4.31``,
+    then the flags of the guards it exceeds, e.g. ``⚠ face changed``."""
     parts = []
     for m in CAPTION_METRICS:
         text = m.format(metrics.get(m.key))
         if text:
             parts.append(f"{m.short} {text}{' ' + m.unit if m.unit and m.unit != 'ΔE00' else ''}")
+    parts += [f"{FLAG_MARK} {m.flag}" for m, _ in guard_flags(metrics)]
     return " · ".join(parts)
 
 

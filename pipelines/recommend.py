@@ -12,7 +12,9 @@ scores or a dataset's means). It reads two scores per level:
   higher number is gentler). ``NIQE_TIE`` is 0.1 because our NIQE agrees with the authors'
   MATLAB release to about 0.1: smaller differences are not meaningful.
 
-Levels without both scores are left out, and the reason says so.
+Levels without both scores are left out, and the reason says so. So are levels beyond a guard's
+limit (``pipelines.guards``: a face changed or added, the text changed): they are not
+recommended, and the reason names them, the guard and its value.
 """
 
 from __future__ import annotations
@@ -76,26 +78,29 @@ def recommend(
     if not levels:
         return Recommendation(None, "no scores yet: run some levels to get a recommendation", floor, ())
 
-    # 1. sort the levels: both scores present / a score missing / naturalness not finite
+    # 1. sort the levels: both scores present / a score missing / naturalness not finite / beyond a guard
     scored = [
         _Scored(preset, float(scores[fidelity_key]), float(scores[naturalness_key]))
         for preset, scores in levels
         if fidelity_key in scores and naturalness_key in scores
     ]
     missing = [preset.level for preset, scores in levels if fidelity_key not in scores or naturalness_key not in scores]
-    candidates = [s for s in scored if math.isfinite(s.naturalness)]
-    notes = []
+    guarded = _guarded(levels)
+    candidates = [s for s in scored if math.isfinite(s.naturalness) and s.preset.level not in guarded]
+    notes = list(guarded.values())
     if missing:
         notes.append(
             f"{_levels_text(missing)} {_verb(missing, 'lacks', 'lack')} {fid_name} or {nat_name}: not considered"
         )
-    if len(candidates) < len(scored):
-        unscored = [s.preset.level for s in scored if not math.isfinite(s.naturalness)]
+    unscored = [s.preset.level for s in scored if not math.isfinite(s.naturalness)]
+    if unscored:
         notes.append(f"{_levels_text(unscored)} {_verb(unscored, 'has', 'have')} no finite {nat_name}")
     note = f" ({'; '.join(notes)})" if notes else ""
 
     # 2. nothing to compare
     if not candidates:
+        if guarded:
+            return Recommendation(None, f"no level left to recommend{note}", floor, ())
         return Recommendation(None, f"no level has a {nat_name} score to compare{note}", floor, ())
 
     # 3. the fidelity floor (NaN >= floor is False: not eligible; inf >= floor is True)
@@ -129,6 +134,20 @@ def recommend(
         reason += f"; tied with {_levels_text(rivals)} within {NIQE_TIE:g}; the less generative level wins"
     considered = tuple(s.preset.level for s in eligible)
     return Recommendation(pick.preset.level, reason + note, floor, considered)
+
+
+def _guarded(levels: Sequence[tuple[presets.Level, Mapping[str, float]]]) -> dict[int, str]:
+    """Level → why it is not recommended, for the levels beyond a guard's limit, e.g. ``level 4
+    not recommended: face changed (Face identity distance 0.71 > 0.6)``."""
+    from pipelines.metrics import guard_flags
+
+    out = {}
+    for preset, scores in levels:
+        flags = guard_flags(scores)
+        if flags:
+            why = ", ".join(f"{m.flag} ({m.name} {m.format(v)} > {m.limit:g})" for m, v in flags)
+            out[preset.level] = f"level {preset.level} not recommended: {why}"
+    return out
 
 
 def _levels_text(numbers: Sequence[int]) -> str:

@@ -16,14 +16,16 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from pipelines.errors import RequestError
 from pipelines.imaging import LoadedImage
-from pipelines.request import UpscaleRequest, plan_size
+
+if TYPE_CHECKING:  # pipelines.request imports this module (its ``region`` field)
+    from pipelines.request import UpscaleRequest
 
 FIELDS = ("x", "y", "width", "height")
 DEFAULT_PREVIEW_OUTPUT = 512  # pixels of output on the default window's longer side
@@ -73,6 +75,16 @@ def parse_region(value: object, input_size: tuple[int, int] | None = None) -> Re
     return region
 
 
+def parse_region_text(text: str) -> Region:
+    """``"x,y,width,height"`` (the CLI's ``--region`` and the lab's box) as a Region."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != len(FIELDS) or not all(p.lstrip("-").isdigit() for p in parts):
+        raise RequestError(
+            "region", f"must be x,y,width,height in whole input pixels, e.g. 100,80,256,256; got {text!r}"
+        )
+    return parse_region(dict(zip(FIELDS, (int(p) for p in parts), strict=True)))
+
+
 def check_region(region: Region, input_size: tuple[int, int] | None) -> None:
     """Raises RequestError naming the field when ``region`` is not a box of at least
     :data:`MIN_REGION` px on a side inside an input of ``input_size`` (None: not known yet)."""
@@ -97,6 +109,8 @@ def check_region(region: Region, input_size: tuple[int, int] | None) -> None:
 
 def scale_of(input_size: tuple[int, int], request: UpscaleRequest) -> tuple[float, float]:
     """Output pixels per input pixel (x, y) of the whole image's run of ``request``."""
+    from pipelines.request import plan_size
+
     plan = plan_size(input_size, request)
     left, top, right, bottom = plan.crop
     return plan.content[0] / (right - left), plan.content[1] / (bottom - top)
@@ -109,7 +123,7 @@ def region_request(request: UpscaleRequest, input_size: tuple[int, int], region:
     sx, sy = scale_of(input_size, request)
     width, height = max(1, round(region.width * sx)), max(1, round(region.height * sy))
     return dataclasses.replace(
-        request, width=width, height=height, min_length=None, fit="crop", padding=None, table=request.table
+        request, width=width, height=height, min_length=None, fit="crop", padding=None, region=None, table=request.table
     )
 
 
@@ -147,9 +161,10 @@ def most_detailed_window(rgb: Image.Image, size: tuple[int, int]) -> Region:
 
 
 def default_region(image: LoadedImage, request: UpscaleRequest, *, output_side: int = DEFAULT_PREVIEW_OUTPUT) -> Region:
-    """The most detailed window whose output is about ``output_side`` px on its longer side."""
+    """The most detailed window whose output is about ``output_side`` px on its longer side,
+    and at most half the input's shorter side (a preview of the whole image saves nothing)."""
     sx, sy = scale_of(image.size, request)
-    side = max(MIN_REGION, round(output_side / max(sx, sy)))
+    side = max(MIN_REGION, min(round(output_side / max(sx, sy)), min(image.size) // 2))
     return most_detailed_window(image.rgb, (side, side))
 
 
@@ -163,15 +178,16 @@ def describe(region: Region, request: UpscaleRequest, input_size: tuple[int, int
 
 
 def preview(engine: Any, image: LoadedImage, request: UpscaleRequest, region: Region, **run: Any) -> Any:
-    """``engine.run`` (a ``pipelines.engine.Engine``) on ``region`` of ``image``; the result's
-    manifest records the region and the whole input it came from (``preview``)."""
+    """``engine.run`` (a ``pipelines.engine.Engine``) on ``region`` of ``image``. The result's
+    manifest is the whole input's and the request with its ``region`` (so it replays on the
+    whole input), plus ``preview``: the region and the request the box ran with."""
     cropped, asked = region_run(image, request, region)
     result = engine.run(cropped, asked, **run)
-    result.manifest["preview"] = {
-        "region": region.to_json(),
-        "input": {"sha256": image.sha256, "size": list(image.size)},
-        "whole_request": request.to_json(),
-    }
+    # what replays it: the whole input and the request with its region (and the seed drawn)
+    whole = {**request.to_json(), "region": region.to_json(), "seed": result.seed}
+    result.manifest["preview"] = {"region": region.to_json(), "box_request": result.manifest.get("request")}
+    result.manifest["request"] = whole
+    result.manifest["input"] = {**result.manifest.get("input", {}), "sha256": image.sha256, "size": list(image.size)}
     return result
 
 

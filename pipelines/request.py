@@ -8,7 +8,8 @@ Request format (compatible with the commercial generative-upscale API)::
      "background": {"color": "#ffffff",
                     "generate": {"adapter_type": "upscale", "description": "a prompt"}},
      "generative_upscale": true, "upscale_strength": 5,
-     "seed": 42, "negative_prompt": "...", "levels": [1, 5, 9]}
+     "seed": 42, "negative_prompt": "...", "levels": [1, 5, 9],
+     "custom": {"start_from": 5, "creativity": 0.4, "resemblance": 0.8}}
 
 Every unknown field, wrong type or out-of-range value raises :class:`RequestError` naming the
 field and what is allowed; nothing is silently ignored or corrected.
@@ -33,6 +34,7 @@ from typing import Any, Literal, get_args
 import presets
 from pipelines.errors import RequestError
 from pipelines.output import OUTPUT_FIELDS, OutputSpec, parse_file_size, parse_output
+from pipelines.region import Region, parse_region, parse_region_text
 
 Fit = Literal["canvas", "crop", "bounds", "cover"]
 FITS: tuple[str, ...] = get_args(Fit)
@@ -50,6 +52,8 @@ TOP_LEVEL_FIELDS = (
     "seed",
     "negative_prompt",
     "levels",
+    "custom",
+    "region",
     *OUTPUT_FIELDS,  # output_format, quality, max_file_size, ...: pipelines.output.OutputSpec
 )
 MAX_SEED = 2**32 - 1
@@ -73,6 +77,139 @@ class Percent:
 
 
 Length = int | Percent
+
+
+CUSTOM_SETTINGS = tuple(f.name for f in presets.CUSTOM_FIELDS)
+CUSTOM_EXTRAS = ("prompt", "negative_prompt", "seed")  # the run's, unless the custom level has its own
+CUSTOM_KEYS = ("start_from", "base_path", *CUSTOM_SETTINGS, *CUSTOM_EXTRAS)
+
+
+@dataclass(frozen=True)
+class CustomRecipe:
+    """The lab extra ``custom``: a level with a recipe of its own, beside or instead of the
+    table's. Every field is optional: None = what ``start_from`` (a level; None = the request's
+    strength) has, on the engine that runs it; ``prompt``, ``negative_prompt`` and ``seed``
+    None = the run's. Each given value is checked on construction against
+    :data:`presets.CUSTOM_FIELDS` (RequestError naming ``custom.<field>`` and the range);
+    ``start_from`` against the request's table and ``base_path`` against the engine's base
+    paths when the engine resolves the recipe (:meth:`resolve`)."""
+
+    start_from: int | None = None
+    base_path: str | None = None
+    lora_scale: float | None = None
+    creativity: float | None = None
+    resemblance: float | None = None
+    guidance: float | None = None
+    steps: int | None = None
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for spec in presets.CUSTOM_FIELDS:
+            value = getattr(self, spec.name)
+            if value is not None:
+                try:
+                    object.__setattr__(self, spec.name, spec.check(value))
+                except ValueError as exc:
+                    raise RequestError(f"custom.{spec.name}", f"{exc} ({spec.label})") from None
+        if self.base_path is not None and (not isinstance(self.base_path, str) or not self.base_path.strip()):
+            raise RequestError("custom.base_path", f"must be the name of a base path, got {self.base_path!r}")
+        for name in ("prompt", "negative_prompt"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _parse_prompt(f"custom.{name}", getattr(self, name)))
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+            raise RequestError("custom.seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
+        if self.tile_size is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
+            raise RequestError(
+                "custom.tile_overlap", f"must be less than tile_size {self.tile_size}, got {self.tile_overlap}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that were given, as the request's ``custom`` object."""
+        return {k: getattr(self, k) for k in CUSTOM_KEYS if getattr(self, k) is not None}
+
+    def resolve(
+        self,
+        table: presets.LevelTable,
+        settings: Mapping[float, presets.DiffusionSettings],
+        strength: int,
+        base_paths: Sequence[str],
+    ) -> presets.CustomLevel:
+        """The custom level beside ``table``: the given fields over those of ``start_from`` (or
+        ``strength``) in ``settings`` (the engine's). Raises RequestError naming
+        ``custom.start_from``, ``custom.base_path`` (not one of ``base_paths``, the engine's
+        registry) or ``custom.tile_overlap`` (not below the tile size)."""
+        start = _check_start_from(self.start_from if self.start_from is not None else strength, table)
+        base, defaults = presets.custom_defaults(table, settings, start)
+        base = self.base_path if self.base_path is not None else base
+        if base not in base_paths:
+            raise RequestError("custom.base_path", f"must be one of {sorted(base_paths)}, got {base!r}")
+        given = {f.attribute: getattr(self, f.name) for f in presets.CUSTOM_FIELDS if getattr(self, f.name) is not None}
+        values = {**vars(defaults), **given}
+        if values["tile_overlap"] >= values["tile_size"]:
+            raise RequestError(
+                "custom.tile_overlap",
+                f"must be less than the tile size {values['tile_size']}, got {values['tile_overlap']}",
+            )
+        return presets.custom_level(
+            table,
+            presets.DiffusionSettings(**values),
+            base_path=base,
+            start_from=start,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+        )
+
+
+def _check_start_from(value: object, table: presets.LevelTable) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not table.min_level <= value <= table.max_level:
+        raise RequestError("custom.start_from", f"must be a level in {table.span}, got {value!r}")
+    return value
+
+
+def parse_custom(value: object) -> CustomRecipe:
+    """The request's ``custom`` object (decoded JSON) as a :class:`CustomRecipe`; RequestError
+    naming ``custom`` (not an object, unknown keys) or ``custom.<field>``."""
+    if not isinstance(value, Mapping):
+        raise RequestError("custom", f"must be an object with any of {list(CUSTOM_KEYS)}, got {value!r}")
+    unknown = sorted(set(value) - set(CUSTOM_KEYS))
+    if unknown:
+        raise RequestError("custom", f"unsupported field(s) {unknown}; supported: {list(CUSTOM_KEYS)}")
+    return CustomRecipe(**{k: v for k, v in value.items() if v is not None})
+
+
+def parse_custom_text(text: str) -> CustomRecipe:
+    """``--custom creativity=0.4,steps=30,base_path=bicubic``: comma-separated ``key=value``
+    pairs (numbers as numbers, the rest as text; a prompt with commas belongs in a request
+    file). RequestError naming ``custom`` or ``custom.<key>``."""
+    pairs: dict[str, object] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RequestError("custom", f"must be key=value pairs separated by commas, got {item!r}")
+        if key not in CUSTOM_KEYS:
+            raise RequestError("custom", f"unknown setting {key!r}; settings: {list(CUSTOM_KEYS)}")
+        pairs[key] = _number_or_text(raw.strip())
+    return parse_custom(pairs)
+
+
+def _number_or_text(raw: str) -> object:
+    """``"30"`` → 30, ``"0.4"`` → 0.4, anything else as it is."""
+    if _INTEGER.match(raw) and len(raw) <= _MAX_DIGITS:
+        return int(raw)
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    return number if math.isfinite(number) else raw
 
 
 @dataclass(frozen=True)
@@ -101,6 +238,8 @@ class UpscaleRequest:
     levels: tuple[int, ...] | None = None
     fidelity_floor: float | None = None  # dB of LR-consistency for the recommendation; None: the default
     output: OutputSpec = OutputSpec()  # how the answer is encoded (format, quality, metadata); checked there
+    custom: CustomRecipe | None = None  # the lab extra: a level with its own recipe (beside ``levels``, or alone)
+    region: Region | None = None  # the lab extra: a preview of this box of the input (pipelines/region.py)
     table: presets.LevelTable = field(default=presets.TABLE, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +262,15 @@ class UpscaleRequest:
             raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
         if self.levels is not None:
             object.__setattr__(self, "levels", _check_levels(self.levels, self.table))  # sorted, each once
+        if self.custom is not None:
+            if not isinstance(self.custom, CustomRecipe):
+                raise RequestError("custom", f"must be a custom recipe, got {type(self.custom).__name__}")
+            if self.custom.start_from is not None:
+                _check_start_from(self.custom.start_from, self.table)
+            if not self.generative_upscale:
+                raise RequestError(
+                    "custom", "cannot be combined with generative_upscale: false (set custom.lora_scale to 0 instead)"
+                )
         floor = self.fidelity_floor
         if floor is not None:
             if isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor):
@@ -146,10 +294,14 @@ class UpscaleRequest:
 
     @property
     def effective_levels(self) -> tuple[int, ...]:
-        """The levels this request runs: ``levels`` if given, else the single strength level
-        (its non-generative twin when ``generative_upscale`` is false)."""
+        """The table's levels this request runs: ``levels`` if given, else none beside a
+        ``custom`` level, else the single strength level (its non-generative twin when
+        ``generative_upscale`` is false). The custom level is not among them (it is no level
+        of the table): the engine adds it."""
         if self.levels is not None:
             return self.levels
+        if self.custom is not None:  # the custom level alone
+            return ()
         if not self.generative_upscale:
             return (self.table.non_generative_twin(self.strength).level,)
         return (self.strength,)
@@ -176,6 +328,8 @@ class UpscaleRequest:
             "negative_prompt": self.negative_prompt,
             "levels": list(self.levels) if self.levels is not None else None,
             "fidelity_floor": self.fidelity_floor,
+            "custom": self.custom.to_json() if self.custom is not None else None,
+            "region": self.region.to_json() if self.region is not None else None,
         }
         if self.url is not None:
             out["url"] = self.url
@@ -345,6 +499,10 @@ def parse_request(data: Mapping[str, Any], *, table: presets.LevelTable = preset
         kw["negative_prompt"] = _parse_prompt("negative_prompt", data["negative_prompt"])
     if data.get("levels") is not None:
         kw["levels"] = _parse_levels(data["levels"], table)
+    if data.get("custom") is not None:
+        kw["custom"] = parse_custom(data["custom"])
+    if data.get("region") is not None:  # checked against the input's size when it is loaded
+        kw["region"] = parse_region(data["region"])
     for name in ("min_length", "seed", "fidelity_floor"):  # null = not given
         if data.get(name) is not None:
             kw[name] = data[name]
@@ -391,7 +549,8 @@ class RequestFields:
     ``prompt`` is not given (the preset prompt), a blank ``negative_prompt`` asks for none;
     ``seed`` may come from a number box as a float, which must be whole. ``output_format``,
     ``quality``, ``max_file_size`` (bytes or text like ``"1MB"``) and ``strip_metadata`` are
-    laid over the base's output fields (:class:`pipelines.output.OutputSpec` checks them).
+    laid over the base's output fields (:class:`pipelines.output.OutputSpec` checks them);
+    ``custom``'s given fields over the base's ``custom`` object.
     """
 
     width: str | None = None
@@ -407,6 +566,8 @@ class RequestFields:
     generative_upscale: bool | None = None
     levels: Sequence[int] | None = None
     fidelity_floor: float | None = None
+    custom: CustomRecipe | None = None
+    region: str | None = None  # "x,y,width,height" in input pixels
     output_format: str | None = None
     quality: int | None = None
     max_file_size: str | int | None = None
@@ -439,6 +600,11 @@ class RequestFields:
         for name in ("min_length", "fit", "upscale_strength", "generative_upscale", "fidelity_floor"):
             if getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
+        if self.custom is not None:  # its fields over the base's custom object
+            over = request.custom.to_json() if request.custom is not None else {}
+            changes["custom"] = CustomRecipe(**{**over, **self.custom.to_json()})
+        if self.region is not None and self.region.strip():
+            changes["region"] = parse_region_text(self.region)
         output = self._output(request.output)
         if output != request.output:
             changes["output"] = output

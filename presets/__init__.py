@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,14 @@ class Level:
         for name in ("base_path", "effect"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"level {self.level}: {name} must be a non-empty name, got {getattr(self, name)!r}")
-        if not 0.0 <= self.lora_scale <= 1.0:
-            raise ValueError(f"level {self.level}: lora_scale must be in [0, 1], got {self.lora_scale}")
+        top = self.max_lora_scale()
+        if not 0.0 <= self.lora_scale <= top:
+            raise ValueError(f"level {self.level}: lora_scale must be in [0, {top:g}], got {self.lora_scale}")
+
+    @classmethod
+    def max_lora_scale(cls) -> float:
+        """The largest LoRA scale a level of this kind may have (a table's levels: 1)."""
+        return 1.0
 
     @property
     def generative(self) -> bool:
@@ -51,6 +58,11 @@ class Level:
     @property
     def recipe(self) -> str:
         return f"{self.base_label or self.base_path} · {self.effect} (LoRA {self.lora_scale:g})"
+
+    @property
+    def tag(self) -> str:
+        """The level's short name on plots and in lists: its number (the custom level: "custom")."""
+        return str(self.level)
 
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
@@ -367,6 +379,8 @@ DEFAULT_NEGATIVE_PROMPT = "worst quality, low quality, blurry, jpeg artifacts, n
 
 # --------------------------------------------------------------------------- diffusion
 
+MAX_LORA_SCALE = 1.5  # the custom level's LoRA scale may go past the table's strongest (1.0)
+
 
 @dataclass(frozen=True)
 class DiffusionSettings:
@@ -381,8 +395,10 @@ class DiffusionSettings:
     tile_overlap: int  # pixels shared by neighbouring tiles (multiple of 8)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.lora_scale <= 1.0:
-            raise ValueError(f"lora_scale must be in (0, 1], got {self.lora_scale}")
+        # 0 is allowed for the custom level's recipe (no pass runs: the level is its base);
+        # above 1 only the custom level goes (CUSTOM_FIELDS), the table's levels stop at 1
+        if not 0.0 <= self.lora_scale <= MAX_LORA_SCALE:
+            raise ValueError(f"lora_scale must be in [0, {MAX_LORA_SCALE:g}], got {self.lora_scale}")
         if not 0.0 < self.denoise_strength <= 1.0:
             raise ValueError(f"denoise_strength must be in (0, 1], got {self.denoise_strength}")
         if self.steps < 1:
@@ -460,6 +476,169 @@ for _scale, _s in DIFFUSION_SETTINGS.items():
 _needed = {lv.lora_scale for lv in LEVELS if lv.generative}
 if _needed != set(DIFFUSION_SETTINGS):
     raise ValueError(f"DIFFUSION_SETTINGS must cover the LoRA scales {sorted(_needed)}")
+
+# --------------------------------------------------------------------------- the custom level
+
+CUSTOM_EFFECT = "custom"  # the custom level's effect name (its grid row's label)
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """One setting of the custom level's recipe: its ``name`` in the API (``custom.<name>``),
+    the CLI (``--custom name=value``) and the lab; the :class:`DiffusionSettings` field it sets
+    (``attribute``); the allowed range ``low``..``high`` (whole numbers and a multiple of
+    ``multiple_of`` when ``integer``); ``label``: what people call it (the anchors' name where
+    they have one); ``step``: a slider's step."""
+
+    name: str
+    attribute: str
+    low: float
+    high: float
+    label: str
+    step: float
+    integer: bool = False
+    multiple_of: int = 1
+
+    @property
+    def range_text(self) -> str:
+        """The allowed values as messages write them: ``"0.05..1"``, ``"64..1024, a multiple of 64"``."""
+        text = f"{self.low:g}..{self.high:g}"
+        return text + (f", a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
+
+    def check(self, value: object) -> int | float:
+        """``value`` as this setting (an int for whole-number settings, else a float); raises
+        ValueError saying what is allowed (the caller names the field)."""
+        kind = "an integer" if self.integer else "a number"
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not isinstance(value, int | float) or (self.integer and not whole):
+            raise ValueError(f"must be {kind} in {self.range_text}, got {value!r}")
+        if not self.low <= value <= self.high or (self.integer and int(value) % self.multiple_of):
+            raise ValueError(f"must be {kind} in {self.range_text}, got {value!r}")
+        return int(value) if self.integer else float(value)
+
+
+# The custom level's settings, in the order the lab and the docs list them. Names follow the
+# tools people compare us with: Clarity's "creativity" is the denoise strength, its
+# "resemblance" the ControlNet conditioning scale, its "HDR" the guidance scale.
+CUSTOM_FIELDS: tuple[CustomField, ...] = (
+    CustomField("lora_scale", "lora_scale", 0.0, MAX_LORA_SCALE, "LoRA scale (0 = no diffusion)", 0.05),
+    CustomField("creativity", "denoise_strength", 0.05, 1.0, "creativity = denoise strength", 0.05),
+    CustomField("resemblance", "controlnet_scale", 0.0, 2.0, "resemblance = ControlNet scale", 0.05),
+    CustomField("guidance", "guidance_scale", 1.0, 15.0, "guidance (Clarity's HDR)", 0.5),
+    CustomField("steps", "steps", 1, 50, "steps", 1, integer=True),
+    CustomField("tile_size", "tile_size", 64, 1024, "tile size (output px)", 64, integer=True, multiple_of=64),
+    CustomField("tile_overlap", "tile_overlap", 0, 512, "tile overlap (output px)", 8, integer=True, multiple_of=8),
+)
+
+
+def custom_field(name: str) -> CustomField:
+    """The custom setting called ``name``; ValueError listing the names otherwise."""
+    for f in CUSTOM_FIELDS:
+        if f.name == name:
+            return f
+    raise ValueError(f"unknown custom setting {name!r}; settings: {[f.name for f in CUSTOM_FIELDS]}")
+
+
+@dataclass(frozen=True)
+class CustomLevel(Level):
+    """The custom level: a recipe of its own beside a table's levels, run by the same engine
+    code. ``settings``: its diffusion settings (the same :class:`DiffusionSettings` as the
+    table's; its ``lora_scale`` is the level's, 0 = no diffusion: the level is its base);
+    ``start_from``: the table level its unset settings came from; ``prompt``,
+    ``negative_prompt``, ``seed``: its own, None = the run's. Numbered one past its table
+    (:func:`custom_level`), in a grid row of its own below the table's."""
+
+    settings: DiffusionSettings = field(kw_only=True)
+    start_from: int = field(kw_only=True)
+    prompt: str | None = field(default=None, kw_only=True)
+    negative_prompt: str | None = field(default=None, kw_only=True)
+    seed: int | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.settings.lora_scale != self.lora_scale:
+            raise ValueError(f"custom level: settings.lora_scale {self.settings.lora_scale} != {self.lora_scale}")
+
+    @classmethod
+    def max_lora_scale(cls) -> float:
+        return MAX_LORA_SCALE
+
+    @property
+    def tag(self) -> str:
+        return CUSTOM_EFFECT
+
+    @property
+    def recipe(self) -> str:
+        """``custom: bicubic · LoRA 0.5 · creativity 0.3 · resemblance 1 · guidance 5 · 20 steps · tile 512/128``."""
+        base = self.base_label or self.base_path
+        if not self.generative:
+            return f"{CUSTOM_EFFECT}: {base} · no diffusion (LoRA 0)"
+        s = self.settings
+        parts = [
+            f"{CUSTOM_EFFECT}: {base} · LoRA {s.lora_scale:g}",
+            f"creativity {s.denoise_strength:g} · resemblance {s.controlnet_scale:g} · guidance {s.guidance_scale:g}",
+            f"{s.steps} steps · tile {s.tile_size}/{s.tile_overlap}",
+        ]
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        if self.prompt is not None or self.negative_prompt is not None:
+            parts.append("own prompt")
+        return " · ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The recipe as the request's ``custom`` object, every setting spelled out (it replays
+        on any engine, whatever its level settings)."""
+        out: dict[str, Any] = {"start_from": self.start_from, "base_path": self.base_path}
+        out.update({f.name: getattr(self.settings, f.attribute) for f in CUSTOM_FIELDS})
+        extra = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "seed": self.seed}
+        return out | {k: v for k, v in extra.items() if v is not None}
+
+
+def custom_number(table: LevelTable) -> int:
+    """The custom level's number beside ``table``: one past its last level (10 beside the nine)."""
+    return table.max_level + 1
+
+
+def custom_defaults(
+    table: LevelTable, settings: Mapping[float, DiffusionSettings], start_from: int
+) -> tuple[str, DiffusionSettings]:
+    """The base path and settings the custom level starts from at level ``start_from`` of
+    ``table`` (``settings``: the engine's, by LoRA scale). A level without diffusion lends its
+    base path and LoRA 0, and the settings of the gentlest scale (what raising the LoRA scale
+    from there would diffuse with). Raises ValueError for a level the table lacks."""
+    lv = table.get(start_from)
+    pool = settings or DIFFUSION_SETTINGS
+    source = pool[lv.lora_scale] if lv.lora_scale in pool else pool[min(pool)]
+    return lv.base_path, replace(source, lora_scale=lv.lora_scale)
+
+
+def custom_level(
+    table: LevelTable,
+    settings: DiffusionSettings,
+    *,
+    base_path: str,
+    start_from: int,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    seed: int | None = None,
+) -> CustomLevel:
+    """The custom level beside ``table`` with ``settings`` on ``base_path`` (a base path of the
+    registry the engine runs with; labelled as ``table`` labels it)."""
+    return CustomLevel(
+        custom_number(table),
+        base_path,
+        CUSTOM_EFFECT,
+        settings.lora_scale,
+        row=table.shape[0],
+        column=0,
+        base_label=table.column_label(base_path),
+        settings=settings,
+        start_from=start_from,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+    )
+
 
 # --------------------------------------------------------------------------- limits
 

@@ -202,14 +202,39 @@ def _write_sd15_extras(root: Path) -> None:
     (root / "safety_checker" / "model.safetensors").write_bytes(b"not needed: must never be downloaded or loaded")
 
 
-def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2) -> DiffusionModels:
+# SD 1.5's shapes (the real UNet, ControlNet, VAE and a 12-layer CLIP text encoder) for
+# ``build_tiny_models(sd15_sized=True)``: random weights with the real cost (benchmarks only).
+SD15_SHAPES: dict[str, dict[str, Any]] = {
+    "unet": dict(
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    ),
+    "vae": dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, sample_size=512),
+    "text": dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+}
+
+
+def build_tiny_models(
+    folder: str | Path, *, seed: int = 0, vae_factor: int = 2, sd15_sized: bool = False
+) -> DiffusionModels:
     """Write tiny parts under ``folder`` in the real repos' layouts (see module doc) and return
     them as DiffusionModels (local folders).
 
     ``vae_factor`` 2 (two VAE blocks) keeps tests fast; 8 (four blocks, like SD 1.5) makes the
     latent grid, and so the diffusion cost per output pixel, shaped like the real model's (for
-    benchmarks). The engine reads the factor from the VAE config either way.
+    benchmarks). The engine reads the factor from the VAE config either way. ``sd15_sized``:
+    every part with SD 1.5's shapes (:data:`SD15_SHAPES`, ×8 VAE; about 4 GB on disk) and the
+    tiny tokenizer, random weights: the real cost without a download (benchmarks).
     """
+    if sd15_sized:
+        vae_factor = 8
     if vae_factor not in (2, 8):
         raise ValueError(f"vae_factor must be 2 or 8, got {vae_factor}")
     n_blocks = 2 if vae_factor == 2 else 4
@@ -222,38 +247,42 @@ def build_tiny_models(folder: str | Path, *, seed: int = 0, vae_factor: int = 2)
     sd = root / SD15_DIR
     torch.manual_seed(seed)
     unet: Any = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
+        **SD15_SHAPES["unet"]
+        if sd15_sized
+        else dict(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+        )
     )
-    cond_channels = (16, 32) if vae_factor == 2 else (16, 16, 32, 32)
+    cond_channels = (16, 32) if vae_factor == 2 else (16, 32, 96, 256) if sd15_sized else (16, 16, 32, 32)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=cond_channels)
     make_live(controlnet)
     vae: Any = AutoencoderKL(  # Any: mypy reads diffusers' top-level names as its torch-less dummies
-        block_out_channels=[32, 64] if vae_factor == 2 else [32, 32, 64, 64],
         in_channels=3,
         out_channels=3,
         down_block_types=["DownEncoderBlock2D"] * n_blocks,
         up_block_types=["UpDecoderBlock2D"] * n_blocks,
         latent_channels=4,
-        sample_size=64,
+        **SD15_SHAPES["vae"]
+        if sd15_sized
+        else dict(block_out_channels=[32, 64] if vae_factor == 2 else [32, 32, 64, 64], sample_size=64),
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
-            hidden_size=32,
-            intermediate_size=37,
             layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=5,
             vocab_size=1000,
+            **SD15_SHAPES["text"]
+            if sd15_sized
+            else dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5),
         )
     )
     unet.save_pretrained(str(sd / "unet"))

@@ -80,8 +80,8 @@ def test_person_runs_the_grid_in_a_browser(lab_server, tmp_path):
 
         page.get_by_role("tab", name="Scores").click()
         scores = page.locator("#scores")
-        for lv in TABLE.levels:  # every level's row is on screen
-            expect(scores).to_contain_text(lv.recipe, timeout=30_000)
+        for lv in TABLE.levels:  # every level's row is on screen (hyphens non-breaking: "Real‑ESRGAN")
+            expect(scores).to_contain_text(lv.recipe.replace("-", "\u2011"), timeout=30_000)
         expect(scores).to_contain_text("inf")  # the baseline against itself
         expect(page.locator("#pd-plot img").first).to_be_visible(timeout=30_000)  # fidelity vs naturalness
         page.screenshot(path=str(SCREENSHOTS / "scores.png"), full_page=True)
@@ -152,7 +152,10 @@ def test_cancel_button_stops_the_run(lab_server, run_outcomes):
 
 WORDS_ON_ONE_LINE = """els => els.filter(e => {
   // a word broken over two lines has a range with more than one client rect
-  for (const node of [...e.childNodes].filter(n => n.nodeType === Node.TEXT_NODE)) {
+  const walker = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);  // every text inside, however nested
+  const nodes = [];
+  while (walker.nextNode()) nodes.push(walker.currentNode);
+  for (const node of nodes) {
     const text = node.textContent;
     let start = 0;
     for (const word of text.split(/\\s+/)) {
@@ -234,9 +237,45 @@ def test_a_newcomer_sees_the_run_button_a_legible_table_and_plain_errors(lab_ser
         viewport = scores.locator(".virtual-table-viewport").bounding_box()
         assert viewport is not None
         for row in scores.locator(".virtual-row").all():
-            if row.locator(".body-cell").nth(2).inner_text().strip() == "ok":  # a level that ran
+            if not row.locator(".body-cell").nth(1).inner_text().startswith("not run"):  # a level that ran
                 box = row.bounding_box()
                 assert box is not None and box["y"] + box["height"] <= viewport["y"] + viewport["height"] + 1
                 assert box["x"] + box["width"] <= viewport["x"] + viewport["width"] + 1  # every column shown
         page.screenshot(path=str(SCREENSHOTS / "scores_table.png"))
+        browser.close()
+
+
+@pytest.mark.browser
+def test_a_region_preview_then_the_whole_image(lab_server):
+    """Preview a region: the box drawn on the input with both estimates, every level on the box
+    (the status says it is a region), then the whole image at a level in the Single level tab."""
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab_server + "/")
+        page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
+        page.locator("#width-in input").fill("512")
+        page.get_by_text("Advanced: a custom level").click()  # the custom level's panel, as a person sees it
+        expect(page.locator("#advanced")).to_contain_text("Run custom level", timeout=60_000)
+        page.locator("#advanced").screenshot(path=str(SCREENSHOTS / "advanced_panel.png"))
+        page.get_by_text("Advanced: a custom level").click()
+        page.get_by_text("Preview a region").click()
+        page.get_by_role("button", name="Most detailed window").click()
+        expect(page.locator("#region-note")).to_contain_text("px of output", timeout=120_000)
+        assert page.locator("#region-width input").input_value() != ""
+        page.locator("#region-panel").screenshot(path=str(SCREENSHOTS / "region_panel.png"))
+        page.get_by_role("button", name="Preview all levels on the region").click()
+        expect(page.locator("#run-note")).to_contain_text("Region preview", timeout=300_000)
+        expect(page.locator("#run-note")).to_contain_text("Seed", timeout=300_000)
+        page.locator("#run-note").scroll_into_view_if_needed()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / "region_preview.png"))
+        page.get_by_role("button", name="Run the whole image").click()
+        expect(page.locator("#single-note")).to_be_visible(timeout=300_000)
+        expect(page.get_by_text("· 512×512 ·")).to_be_visible(timeout=300_000)
+        page.screenshot(path=str(SCREENSHOTS / "region_whole_image.png"))
         browser.close()

@@ -286,8 +286,8 @@ def test_html_report_renders_a_real_table(tmp_path):
         for cell, column in zip(cells[2:], columns, strict=True):  # after recipe and images
             assert "num" in cell.classes  # right-aligned (see .num in the style sheet)
             mean = cell.find_all("span", "mean")[0].text()
-            if column.key == "seam_score" and level in UNTILED:
-                assert mean == "—"  # not scored: shown as such, not as 0 or NaN
+            if (column.key == "seam_score" and level in UNTILED) or column.limit is not None:
+                assert mean == "—"  # not scored (untiled; the guards: no face or text): shown as such, not as 0 or NaN
                 continue
             assert mean == "inf" or re.fullmatch(rf"\d+\.\d{{{column.decimals}}}", mean), (level, column.key, mean)
     assert re.search(r"\.num\{[^}]*text-align:right", page)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipelines", "presets", "spaces_config", "testing", "lab", "evaluation")
+PACKAGES = ("pipelines", "presets", "spaces_config", "testing", "lab", "evaluation", "arena")
 ENTRY_POINTS = ("app.py", "cli.py", "evaluate.py", "figures.py")
 WORKERS = 2  # a subprocess each, two at a time: the machine is shared
 TIMEOUT_S = 300

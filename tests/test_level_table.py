@@ -199,8 +199,8 @@ def test_the_ui_is_laid_out_from_the_engines_table(wide, wide_engine):
         left, right = (
             next(b for b in blocks if isinstance(b, gr.Dropdown) and b.label.startswith(s)) for s in ("Left", "Right")
         )
-        for dropdown in (left, right):
-            assert [value for _, value in dropdown.choices] == list(range(1, 13))
+        for dropdown in (left, right):  # the table's levels, then the custom level one past them
+            assert [value for _, value in dropdown.choices] == [*range(1, 13), presets.custom_number(WIDE)]
         assert (left.value, right.value) == (6, 10)
         (strength,) = [b for b in blocks if isinstance(b, gr.Slider) and b.label.startswith("upscale_strength")]
         assert (strength.minimum, strength.maximum, strength.value) == (1, 12, 6)

@@ -65,8 +65,10 @@ def test_scores_at_nine_megapixels_stay_in_flat_memory():
 
     import psutil
 
+    from pipelines import guards
     from pipelines.metrics import score_level
 
+    guards.face_models(), guards.ocr_engine()  # the guards' models load once per process, not per image
     rng = np.random.default_rng(0)
     out = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))
     base = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))

@@ -125,3 +125,17 @@ def test_a_failed_fetch_is_a_line_in_the_panel_not_an_error_badge_over_it(no_hub
         state = events.fetch_weights(progress=lambda *a, **k: None)
         assert state[ui.status].startswith("**Device:**")
         assert "*Fetch weights failed:* sd15: the download stopped at 40 %" in state[ui.status]
+
+
+def test_the_run_note_compares_the_estimate_with_the_time_taken():
+    from lab.views import ESTIMATES, estimate_note
+
+    ESTIMATES.clear()
+    assert "No estimate before this run" in estimate_note(None, 12.0)
+    assert (
+        estimate_note(14.0, 41.0).strip()
+        == "Estimated ~14 s, took 41 s (the last runs, estimated → actual: ~14 → 41 s)."
+    )
+    note = estimate_note(30.0, 33.0)
+    assert "took 33 s" in note and "~14 → 41 s, ~30 → 33 s" in note
+    ESTIMATES.clear()

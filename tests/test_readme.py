@@ -24,7 +24,7 @@ def examples() -> list[tuple[str, str]]:
 
 def test_the_readme_marks_its_examples():
     kinds = [lang for lang, _ in examples()]
-    assert kinds.count("python") >= 1 and kinds.count("bash") >= 2, kinds
+    assert kinds.count("python") >= 1 and kinds.count("bash") >= 4, kinds
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,27 @@ def test_readme_example_runs(index, fresh_lab, tmp_path):
     assert done.returncode == 0, (
         f"README example {index} ({lang}) failed:\n{code}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
     )
-    if "curl" in code:
-        assert (work / "out" / "upscaled.png").stat().st_size > 0 and "x-level: 8" in done.stdout.lower()
+    out = work / "out"
+    if "-o out/upscaled.png" in code:
+        assert (out / "upscaled.png").stat().st_size > 0 and "x-level: 8" in done.stdout.lower()
+    if "-o out/upscaled.jpg" in code:  # the formats example: a JPEG under its max_file_size, 300 dpi
+        from PIL import Image
+
+        with Image.open(out / "upscaled.jpg") as im:
+            assert im.format == "JPEG" and im.width == 512 and round(im.info["dpi"][0]) == 300
+        assert (out / "upscaled.jpg").stat().st_size <= 40_000 and "image/jpeg" in done.stdout.lower()
+        with Image.open(out / "upscaled.webp") as im:  # --strip-metadata: no manifest, no EXIF but DPI
+            assert im.format == "WEBP" and im.width == 512 and "xmp" not in im.info
+        with Image.open(out / "upscaled_lossless.webp") as im, Image.open(out / "upscaled.jpg") as jpeg:
+            assert im.format == "WEBP" and im.width == 512 and "xmp" in im.info  # the manifest travels
+            assert (
+                im.size == jpeg.size and b"VP8L" in (out / "upscaled_lossless.webp").read_bytes()
+            )  # the lossless chunk
+    if "/jobs" in code:  # the jobs example: polled to the end, its result fetched
+        from PIL import Image
+
+        assert ": done" in done.stdout, done.stdout
+        with Image.open(out / "upscaled_job.png") as im:
+            assert im.format == "PNG" and im.width == 512
     if "cli.py grid" in code:
         assert (work / "out" / "astronaut" / "manifest.json").exists()

@@ -5,6 +5,8 @@ preview equal to a direct run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -97,3 +99,72 @@ def test_a_crop_is_not_the_whole_image_for_the_cache(photo):
     a, b = crop_image(photo, Region(0, 0, 32, 32)), crop_image(photo, Region(32, 0, 32, 32))
     assert a.sha256 != b.sha256 != photo.sha256 and a.size == (32, 32)
     assert np.array_equal(np.asarray(a.rgb), np.asarray(photo.rgb)[:32, :32])
+
+
+def test_the_request_json_takes_a_region_and_a_preview_replays_from_its_manifest(tiny_engine, photo):
+    from pipelines.engine import replay_request
+    from pipelines.request import parse_request
+
+    with pytest.raises(RequestError) as caught:
+        parse_request({"region": {"x": 0, "y": 0, "width": 3, "height": 10}})
+    assert caught.value.field == "region.width"
+    asked = parse_request({"width": 128, "levels": [8, 9], "region": {"x": 8, "y": 8, "width": 32, "height": 24}})
+    shown = tiny_engine.run(photo, asked)  # the engine previews a request with a region
+    assert {lv.image.size for lv in shown.levels} == {(64, 48)}
+    assert shown.manifest["request"]["region"] == {"x": 8, "y": 8, "width": 32, "height": 24}
+    assert shown.manifest["input"]["size"] == [64, 64]  # the whole input: what a replay runs on
+    again = tiny_engine.run(photo, replay_request(shown.manifest))
+    assert [lv.image.tobytes() for lv in again.levels] == [lv.image.tobytes() for lv in shown.levels]
+    with pytest.raises(RequestError) as caught:  # checked against the input's size when it runs
+        tiny_engine.run(photo, parse_request({"region": {"x": 40, "y": 0, "width": 32, "height": 8}}))
+    assert caught.value.field == "region.width" and "64 px" in str(caught.value)
+
+
+def test_rest_previews_a_region_and_names_a_box_outside_the_input(lab_server):
+    import json
+
+    from test_app import b64_photo, post
+
+    body = {"image_base64": b64_photo(), "width": 96, "upscale_strength": 8}
+    status, headers, _ = post(
+        lab_server + "/api/v1/upscale", {**body, "region": {"x": 0, "y": 8, "width": 16, "height": 24}}
+    )
+    assert status == 200 and headers["x-size"] == "32x48", headers
+    status, _, raw = post(
+        lab_server + "/api/v1/upscale", {**body, "region": {"x": 40, "y": 0, "width": 16, "height": 8}}
+    )
+    doc = json.loads(raw)
+    assert status == 422 and doc["field"] == "region.width" and "48 px" in doc["error"], doc
+
+
+def test_the_lab_preview_and_then_the_whole_image_at_level_n(tiny_engine, tmp_path):
+    """The panel's preview runs every level on the box; Run the whole image at level 5 gives
+    the image the Single level tab gives at 5 (same form, same seed), bit for bit."""
+    from dataclasses import replace
+
+    from conftest import serving
+
+    from lab.handlers import added_custom
+    from lab.region_panel import region_text, run_whole_fields
+    from lab.views import region_note
+
+    path = tmp_path / "in.png"
+    Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut_portrait.png").resize((64, 64)).save(path)
+    form_values = (str(path), "", "128", "", "canvas", "", "", "", 9, False)
+    with serving(tiny_engine):
+        form, whole = run_whole_fields((*form_values, 5), added_custom)
+        box = replace(form.fields(levels=ALL), region=region_text([8, 8, 24, 16]))
+        shown = form.run(box, None, None)
+        assert {lv.image.size for lv in shown.levels} == {(48, 32)}
+        assert "Region preview" in region_note(shown) and "24×16 of 64×64" in region_note(shown)
+        from_preview = form.run(whole, None, None)
+        tiny_engine._base_cache.clear()
+        direct = form.run(form.fields(upscale_strength=5, generative_upscale=True), None, None)
+    assert from_preview.levels[0].level == 5 and from_preview.levels[0].image.size == (128, 128)
+    assert from_preview.levels[0].image.tobytes() == direct.levels[0].image.tobytes()
+
+
+def test_the_default_box_is_at_most_half_the_input(photo):
+    # 64×64 at ×2 would give a 256 px box for 512 px of output: the whole image; half instead
+    box = default_region(photo, UpscaleRequest(width=128), output_side=512)
+    assert (box.width, box.height) == (32, 32)
