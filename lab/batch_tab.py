@@ -138,7 +138,13 @@ def run_files(
 
     progress((0, total), desc="batch", unit="images")
     job = BatchJob(source=source, output=folder / "out", request=request)
-    summary = run_batch(job, supervision.get_engine().config, run=run, on_item=on_item, bars=False)
+    if session:  # the whole batch, also between images: Cancel (or closing the page) reaches it
+        supervision.CANCELS.add(session, cancel)
+    try:
+        summary = run_batch(job, supervision.get_engine().config, run=run, on_item=on_item, bars=False)
+    finally:
+        if session:
+            supervision.CANCELS.discard(session, cancel)
     return zip_folder(job.output, folder / "upscale-lab-batch.zip"), summary
 
 

@@ -84,7 +84,7 @@ class UIInput:
         try:
             req = fields.build(table=engine.config.table)  # its levels: before the image loads
             loaded = self.load()
-            estimate = engine.estimate_seconds(loaded.size, req, jpeg=loaded.jpeg_quality is not None)
+            estimate = request_estimate(engine, loaded, req)
             if on_estimate is not None:
                 on_estimate(estimate)
             session = getattr(request, "session_hash", None)
@@ -131,6 +131,17 @@ class UIInput:
 
 
 FORM_FIELDS = tuple(f.name for f in dataclasses.fields(UIInput))
+
+
+def request_estimate(engine: Any, image: LoadedImage, request: Any) -> float | None:
+    """The engine's estimate for ``request`` on ``image``: a preview's is its box's."""
+    jpeg = image.jpeg_quality is not None
+    if request.region is None:
+        return engine.estimate_seconds(image.size, request, jpeg=jpeg)  # type: ignore[no-any-return]
+    from pipelines.region import region_request
+
+    box = request.region
+    return engine.estimate_seconds((box.width, box.height), region_request(request, image.size, box), jpeg=jpeg)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

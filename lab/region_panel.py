@@ -88,8 +88,10 @@ def overlay(image: LoadedImage, region: Region) -> Image.Image:
     view = image.rgb.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
     draw = ImageDraw.Draw(view)
     left, top, right, bottom = (round(v * scale) for v in region.box)
+    right, bottom = max(right, left + 1), max(bottom, top + 1)  # a box of under a view pixel: still drawn
     for inset, colour in ((0, (255, 255, 255)), (2, (230, 80, 0))):
-        draw.rectangle((left + inset, top + inset, right - inset, bottom - inset), outline=colour, width=2)
+        if right - left > 2 * inset and bottom - top > 2 * inset:
+            draw.rectangle((left + inset, top + inset, right - inset, bottom - inset), outline=colour, width=2)
     return view
 
 
@@ -198,6 +200,7 @@ def wire_region_panel(
         concurrency_id="gpu",
         **private,
     )
+    whole.failure(events.clear_single, outputs=outputs["single"][:3] + [outputs["single"][4]], **private)
     return preview, whole
 
 

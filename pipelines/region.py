@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,7 +69,7 @@ def parse_region(value: object, input_size: tuple[int, int] | None = None) -> Re
         if name not in value:
             raise RequestError(f"region.{name}", "is missing: a region needs x, y, width and height")
         v = value[name]
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v):
             raise RequestError(f"region.{name}", f"must be a whole number of input pixels, got {v!r}")
         numbers[name] = int(v)
     region = Region(**numbers)
@@ -78,7 +80,7 @@ def parse_region(value: object, input_size: tuple[int, int] | None = None) -> Re
 def parse_region_text(text: str) -> Region:
     """``"x,y,width,height"`` (the CLI's ``--region`` and the lab's box) as a Region."""
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) != len(FIELDS) or not all(p.lstrip("-").isdigit() for p in parts):
+    if len(parts) != len(FIELDS) or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
         raise RequestError(
             "region", f"must be x,y,width,height in whole input pixels, e.g. 100,80,256,256; got {text!r}"
         )

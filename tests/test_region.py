@@ -5,6 +5,7 @@ preview equal to a direct run."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ ALL = tuple(range(1, 10))
         ({"x": 0, "y": 0, "width": 4, "height": 10}, "region.width", "at least 8 px"),
         ({"x": 0, "y": 0, "width": 10.5, "height": 10}, "region.width", "whole number"),
         ({"x": 0, "y": 0, "width": True, "height": 10}, "region.width", "whole number"),
+        ({"x": float("nan"), "y": 0, "width": 10, "height": 10}, "region.x", "whole number"),
+        ({"x": 0, "y": float("inf"), "width": 10, "height": 10}, "region.y", "whole number"),
         ({"x": 60, "y": 0, "width": 10, "height": 10}, "region.width", "past the input's width, 64 px"),
         ({"x": 0, "y": 50, "width": 10, "height": 20}, "region.height", "past the input's height, 64 px"),
     ],
@@ -168,3 +171,32 @@ def test_the_default_box_is_at_most_half_the_input(photo):
     # 64×64 at ×2 would give a 256 px box for 512 px of output: the whole image; half instead
     box = default_region(photo, UpscaleRequest(width=128), output_side=512)
     assert (box.width, box.height) == (32, 32)
+
+
+@pytest.mark.parametrize("text", ["--5,0,10,10", "²,0,10,10", "1,2,3", "a,b,c,d"])
+def test_the_cli_box_text_is_four_whole_numbers(text):
+    from pipelines.region import parse_region_text
+
+    with pytest.raises(RequestError) as caught:
+        parse_region_text(text)
+    assert caught.value.field == "region" and "x,y,width,height" in str(caught.value)
+
+
+def test_a_box_smaller_than_a_pixel_of_the_view_is_still_drawn():
+    from lab.region_panel import overlay
+
+    big = crop_image.__globals__["LoadedImage"](  # a 6000×4000 input: the view is 480 px wide
+        rgb=Image.new("RGB", (6000, 4000), (90, 90, 90)), alpha=None, grayscale=False, sha256="x", format="PNG"
+    )
+    view = overlay(big, Region(100, 100, 8, 8))
+    assert view.size == (480, 320) and view.getpixel((8, 8)) != (90, 90, 90)
+
+
+def test_the_lab_estimates_a_preview_as_its_box(tiny_engine, photo):
+    from lab.form import request_estimate
+
+    whole = UpscaleRequest(width=128, levels=ALL, seed=5)
+    tiny_engine.run(photo, whole)  # the costs are measured
+    box = dataclasses.replace(whole, region=Region(0, 0, 16, 16))
+    expect_box, expect_whole = request_estimate(tiny_engine, photo, box), request_estimate(tiny_engine, photo, whole)
+    assert expect_box is not None and expect_whole is not None and expect_box < expect_whole / 4
