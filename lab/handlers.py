@@ -58,7 +58,7 @@ class Events:
     async def run_whole(self, request: gr.Request, progress: Any = gr.Progress(), *values: Any):
         """Run the whole image at the panel's level (values: the form, the Advanced panel, the
         level): the Single level tab's outputs, and that tab shown."""
-        form, fields = run_whole_fields(values, added_custom)
+        form, fields = run_whole_fields(values)
         cancel = threading.Event()
         shown = await supervision.run_cancellable(cancel, self.single_outputs, form, fields, request, progress, cancel)
         return {**shown, self.ui.tabs: gr.Tabs(selected=SINGLE_TAB)}

@@ -149,9 +149,11 @@ def clicked_box(evt: gr.SelectData, *values: Any) -> tuple[Any, ...]:
     try:
         image, request = form.load(), _whole_request(form)
         scale = min(1.0, VIEW_SIDE / max(image.size))
-        size = default_region(image, request)
-        w = int(values[0] or size.width)
-        h = int(values[1] or size.height)
+        if values[0] and values[1]:  # the box's own size; the default window only when it has none
+            w, h = int(values[0]), int(values[1])
+        else:
+            size = default_region(image, request)
+            w, h = size.width, size.height
         w, h = min(w, image.size[0]), min(h, image.size[1])
         cx, cy = (round(v / scale) for v in evt.index[:2])
         x = min(max(0, cx - w // 2), image.size[0] - w)
@@ -159,15 +161,6 @@ def clicked_box(evt: gr.SelectData, *values: Any) -> tuple[Any, ...]:
         return panel_view(image, request, Region(x, y, w, h))
     except LabError as exc:
         raise user_error(exc) from exc
-
-
-def whole_fields(form: UIInput, level: Any, custom: Any) -> Any:
-    """The request fields of the whole image at ``level`` (or the custom recipe)."""
-    if level == CUSTOM_CHOICE:
-        if custom is None:
-            raise LabError("the custom level: set its recipe in Advanced and tick its box")
-        return form.fields(custom=custom)
-    return form.fields(upscale_strength=int(level), generative_upscale=True)
 
 
 def wire_region_panel(
@@ -204,25 +197,17 @@ def wire_region_panel(
     return preview, whole
 
 
-def run_whole_fields(values: tuple[Any, ...], added_custom: Any) -> tuple[UIInput, Any]:
-    """The form and the fields of Run the whole image (values: form, panel, the level)."""
-    n = len(FORM_FIELDS)
-    form = UIInput.of(*values[:n])
-    recipe = added_custom(values[n:-1]) or _any_custom(values[n:-1])
-    try:
-        return form, whole_fields(form, values[-1], recipe)
-    except LabError as exc:
-        raise user_error(exc) from exc
-
-
-def _any_custom(panel_values: tuple[Any, ...]) -> Any:
-    """The Advanced panel's recipe even when its box does not add it to the run buttons."""
+def run_whole_fields(values: tuple[Any, ...]) -> tuple[UIInput, Any]:
+    """The form and the request fields of Run the whole image (values: the form, the Advanced
+    panel, the level): the level, or the panel's recipe (ticked or not; a setting out of
+    range is a gr.Error naming it)."""
     from lab.form import CustomInput
 
-    try:
-        return CustomInput.of(*panel_values).recipe()
-    except LabError:
-        return None
+    n = len(FORM_FIELDS)
+    form, level = UIInput.of(*values[:n]), values[-1]
+    if level == CUSTOM_CHOICE:
+        return form, form.fields(custom=CustomInput.of(*values[n:-1]).recipe())
+    return form, form.fields(upscale_strength=int(level), generative_upscale=True)
 
 
 __all__ = ["RegionPanel", "build_region_panel", "region_text", "run_whole_fields", "wire_region_panel"]

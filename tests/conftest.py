@@ -203,16 +203,17 @@ def record(name: str, data: dict) -> None:
 
 
 @contextmanager
-def started_app(env: dict[str, str], log_path: Path, *, timeout: float = 300):
+def app_process(env: dict[str, str], log_path: Path, *, timeout: float = 300, append: bool = False):
     """``app.py`` started as a user starts it (its own process, ``env`` with ``PORT``), yields
-    its URL once it answers, and is stopped on exit. Its output goes to ``log_path``, shown if
+    its URL and the process (so a test can kill it) once it answers, and is stopped on exit if
+    still alive. Its output goes to ``log_path`` (``append``: after an earlier run's), shown if
     it dies or never answers."""
     import subprocess
     import time
     import urllib.request
 
     url = f"http://127.0.0.1:{env['PORT']}"
-    with log_path.open("w") as log:
+    with log_path.open("a" if append else "w") as log:
         app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
@@ -223,7 +224,15 @@ def started_app(env: dict[str, str], log_path: Path, *, timeout: float = 300):
                 except OSError:
                     assert app.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
                     time.sleep(0.5)
-            yield url
+            yield url, app
         finally:
-            app.terminate()
+            if app.poll() is None:
+                app.terminate()
             app.wait(60)
+
+
+@contextmanager
+def started_app(env: dict[str, str], log_path: Path, *, timeout: float = 300):
+    """:func:`app_process`, yielding its URL only."""
+    with app_process(env, log_path, timeout=timeout) as (url, _):
+        yield url

@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -229,27 +227,11 @@ def test_the_door_checks_apply_and_a_job_is_seen_only_with_its_key(lab_server, m
         assert call("GET", link, headers={"X-API-Key": "second"})[0] == 404
 
 
-@contextmanager
-def app_process(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``app.py`` as its own process (conftest.started_app's way), yielding its URL and the
-    process (so a test can kill it); stopped on exit if still alive."""
-    url = f"http://127.0.0.1:{env['PORT']}"
-    with log_path.open("a") as log:
-        app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/", timeout=10)
-                    break
-                except OSError:
-                    assert app.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-                    time.sleep(0.5)
-            yield url, app
-        finally:
-            if app.poll() is None:
-                app.terminate()
-            app.wait(60)
+def app_process(env: dict[str, str], log_path: Path):
+    """conftest's app_process, its log kept across the restarts of one test."""
+    from conftest import app_process as started
+
+    return started(env, log_path, append=True)
 
 
 def test_a_server_killed_mid_job_comes_back_with_the_job_interrupted(tmp_path):

@@ -147,7 +147,6 @@ def test_the_lab_preview_and_then_the_whole_image_at_level_n(tiny_engine, tmp_pa
 
     from conftest import serving
 
-    from lab.handlers import added_custom
     from lab.region_panel import region_text, run_whole_fields
     from lab.views import region_note
 
@@ -155,7 +154,7 @@ def test_the_lab_preview_and_then_the_whole_image_at_level_n(tiny_engine, tmp_pa
     Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut_portrait.png").resize((64, 64)).save(path)
     form_values = (str(path), "", "128", "", "canvas", "", "", "", 9, False)
     with serving(tiny_engine):
-        form, whole = run_whole_fields((*form_values, 5), added_custom)
+        form, whole = run_whole_fields((*form_values, 5))
         box = replace(form.fields(levels=ALL), region=region_text([8, 8, 24, 16]))
         shown = form.run(box, None, None)
         assert {lv.image.size for lv in shown.levels} == {(48, 32)}
@@ -200,3 +199,14 @@ def test_the_lab_estimates_a_preview_as_its_box(tiny_engine, photo):
     box = dataclasses.replace(whole, region=Region(0, 0, 16, 16))
     expect_box, expect_whole = request_estimate(tiny_engine, photo, box), request_estimate(tiny_engine, photo, whole)
     assert expect_box is not None and expect_whole is not None and expect_box < expect_whole / 4
+
+
+def test_run_the_whole_image_takes_the_panels_recipe_for_the_custom_choice():
+    from lab.region_panel import CUSTOM_CHOICE, run_whole_fields
+
+    form = ("x.png", "", "128", "", "canvas", "", "", "", 9, False)
+    panel = (False, 5, "bicubic", 0.5, 0.45, 0.8, None, None, None, None)  # not ticked: still its recipe
+    _, fields = run_whole_fields((*form, *panel, CUSTOM_CHOICE))
+    assert fields.custom.creativity == 0.45 and fields.custom.resemblance == 0.8 and fields.upscale_strength is None
+    _, fields = run_whole_fields((*form, *panel, 7))
+    assert fields.custom is None and fields.upscale_strength == 7
