@@ -21,18 +21,13 @@ from skimage.metrics import structural_similarity
 
 from pipelines.convert import pil_to_array
 from pipelines.guards import FACE_DISTANCE_LIMIT, TEXT_CER_LIMIT
+from pipelines.strips import strips
 
 if TYPE_CHECKING:
     from pipelines.guards import Face, TextLine
     from pipelines.quality import NiqeChannel
 
-STRIP_ROWS = 256  # metrics work on row strips: memory stays flat whatever the image size
 SSIM_RADIUS = 5  # the Gaussian window's radius (σ = 1.5, truncate 3.5): an 11×11 window
-
-
-def _strips(height: int, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
-    stop = height if stop is None else stop
-    return [(y, min(stop, y + STRIP_ROWS)) for y in range(start, stop, STRIP_ROWS)]
 
 
 def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
@@ -45,7 +40,7 @@ def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
     if a.size == 0:
         raise ValueError("psnr: empty images")
     squared = 0.0
-    for y0, y1 in _strips(a.shape[0]):
+    for y0, y1 in strips(a.shape[0], a.shape[1]):
         d = a[y0:y1].astype(np.float64) - b[y0:y1].astype(np.float64)
         squared += float(np.vdot(d, d))
     mse = squared / a.size
@@ -74,7 +69,7 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:
         return float(structural_similarity(a, b, data_range=data_range, win_size=win, **kw))
     r = SSIM_RADIUS
     total, count = 0.0, 0
-    for y0, y1 in _strips(a.shape[0], r, a.shape[0] - r):  # the rows scikit-image averages over
+    for y0, y1 in strips(a.shape[0], a.shape[1], r, a.shape[0] - r):  # the rows scikit-image averages over
         _, smap = structural_similarity(
             a[y0 - r : y1 + r],
             b[y0 - r : y1 + r],

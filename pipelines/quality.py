@@ -42,10 +42,10 @@ from scipy.special import gamma
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 from pipelines.errors import ModelMissingError, WeightsError
+from pipelines.strips import strips
 
 ImageLike = Image.Image | np.ndarray
 
-STRIP_ROWS = 256  # colour drift and seam score work on row strips: memory stays flat
 SEAM_NEIGHBOURHOOD = 8  # lines on each side of a boundary that form its baseline
 
 # --- NIQE constants of the authors' release ------------------------------------------------
@@ -379,10 +379,7 @@ def niqe(
     pristine = model if model is not None else pristine_model()
     rgb = rgb[: h - h % NIQE_BLOCK, : w - w % NIQE_BLOCK]
     luma = np.concatenate(  # in strips, kept as 8-bit levels: no float copy of the whole image
-        [
-            _luma(_levels(rgb[y : y + STRIP_ROWS], "niqe"), convert_to).astype(np.uint8)
-            for y in range(0, rgb.shape[0], STRIP_ROWS)
-        ]
+        [_luma(_levels(rgb[y0:y1], "niqe"), convert_to).astype(np.uint8) for y0, y1 in strips(*rgb.shape[:2])]
     )
     feats = niqe_features(luma)
     valid = feats[~np.isnan(feats).any(axis=1)]
@@ -440,10 +437,9 @@ def colour_drift(
     halo = int(DRIFT_TRUNCATE * DRIFT_SIGMA + 0.5)
     counts = np.zeros(_DRIFT_BINS, dtype=np.int64)
     total, lo, hi = 0.0, math.inf, 0.0
-    for y0 in range(0, h, STRIP_ROWS):
+    for y0, y1 in strips(h, a.shape[1]):
         if on_strip is not None:
             on_strip()
-        y1 = min(h, y0 + STRIP_ROWS)
         s0, s1 = max(0, y0 - halo), min(h, y1 + halo)
         lab_a = lowpass_lab(_levels(a[s0:s1], "colour_drift image") / 255.0)[y0 - s0 : y1 - s0]
         lab_b = lowpass_lab(_levels(b[s0:s1], "colour_drift reference") / 255.0)[y0 - s0 : y1 - s0]
@@ -477,8 +473,7 @@ def _line_energies(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h, w = rgb.shape[:2]
     cols = np.zeros(w - 1)
     rows = np.zeros(h - 1)
-    for y0 in range(0, h, STRIP_ROWS):
-        y1 = min(h, y0 + STRIP_ROWS)
+    for y0, y1 in strips(h, w):
         s0 = max(0, y0 - 1)  # one row of context for the step into this strip
         strip = _levels(rgb[s0:y1], "seam_score") / 255.0
         cols += (np.diff(strip[y0 - s0 :], axis=1) ** 2).mean(axis=2).sum(axis=0)

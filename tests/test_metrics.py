@@ -39,16 +39,18 @@ def test_lr_consistency_of_exact_box_upscale():
 
 
 @pytest.mark.parametrize("shape", [(700, 90, 3), (523, 61)])  # several strips, colour and grey
-def test_strip_ssim_and_psnr_equal_whole_image_scores(shape):
+def test_strip_ssim_and_psnr_equal_whole_image_scores(shape, monkeypatch):
     """Row strips (flat memory) give scikit-image's whole-image SSIM and the plain PSNR."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from pipelines import metrics
+    from pipelines import strips
+
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 100 * shape[1])  # 100-row strips at this width
 
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, shape, dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-30, 31, shape), 0, 255).astype(np.uint8)
-    assert shape[0] > 2 * metrics.STRIP_ROWS  # really strip-wise
+    assert len(strips.strips(*shape[:2])) > 2  # really strip-wise
     kw = {"channel_axis": -1} if len(shape) == 3 else {}
     whole = structural_similarity(
         a / 255, b / 255, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, **kw
@@ -65,11 +67,14 @@ def test_scores_at_nine_megapixels_stay_in_flat_memory():
 
     import psutil
 
-    from pipelines import guards
     from pipelines.metrics import score_level
 
-    guards.face_models(), guards.ocr_engine()  # the guards' models load once per process, not per image
     rng = np.random.default_rng(0)
+    # The guards' models load, and the text detector sets itself up on its first image
+    # (~270 MB kept, whatever the size: it reads a copy of at most TEXT_DETECT_SIDE px),
+    # once per process, not per image: a first, smaller image pays for that here.
+    small = Image.fromarray(rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8))
+    score_level(small, small.copy(), small.resize((300, 300)))
     out = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))
     base = Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8))
     low = base.resize((750, 750))
@@ -90,6 +95,20 @@ def test_scores_at_nine_megapixels_stay_in_flat_memory():
     t.join()
     assert 0 < scores["ssim_vs_bicubic"] < 0.1 and scores["psnr_vs_bicubic"] < 10  # two unrelated noise images
     assert peak[0] - start < 300e6  # a whole-image float64 copy alone is 216 MB; before: +1.47 GB
+
+
+def test_strips_hold_a_fixed_number_of_pixels_whatever_the_width():
+    """A strip of a wide image has fewer rows: its size (the metrics' memory) does not grow
+    with the width; a very wide one still gets MIN_STRIP_ROWS."""
+    from pipelines.strips import MIN_STRIP_ROWS, STRIP_PIXELS, strip_rows, strips
+
+    for width in (500, 2048, 3000, 8000):
+        assert strip_rows(width) * width <= STRIP_PIXELS
+        spans = strips(1000, width)
+        assert spans[0][0] == 0 and spans[-1][1] == 1000
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # no gap, no overlap
+    assert strip_rows(3000) < strip_rows(1000)
+    assert strip_rows(10**7) == MIN_STRIP_ROWS
 
 
 def test_lr_consistency_compares_at_the_smaller_size():

@@ -193,9 +193,13 @@ def test_colour_drift_barely_moved_by_sharpening() -> None:
     assert mean < per_pixel / 5  # what the low-pass is for: detail is not colour
 
 
-def test_colour_drift_strips_equal_one_pass() -> None:
+def test_colour_drift_strips_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """The row strips (with their halo) give what blurring the whole image at once gives."""
-    rgb = _photo().astype(np.float64) / 255.0  # 400 rows: two strips
+    from pipelines import strips
+
+    rgb = _photo().astype(np.float64) / 255.0
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 150 * rgb.shape[1])  # 150-row strips
+    assert len(strips.strips(*rgb.shape[:2])) > 2
     shifted = _hue_shift(rgb, 10)
     lab_a = quality.lowpass_lab(shifted)
     lab_b = quality.lowpass_lab(rgb)
@@ -203,6 +207,25 @@ def test_colour_drift_strips_equal_one_pass() -> None:
     mean, p95 = colour_drift(shifted, rgb)
     assert mean == pytest.approx(float(whole.mean()), rel=1e-9)
     assert p95 == pytest.approx(float(np.percentile(whole, 95)), abs=0.01)
+
+
+def test_strip_wise_scores_do_not_depend_on_the_strip_height(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NIQE, colour drift and the seam score in 40-row strips equal the same in one strip."""
+    from pipelines import strips
+
+    rgb = _photo()
+    shifted = (_hue_shift(rgb.astype(np.float64) / 255.0, 10) * 255).round().astype(np.uint8)
+    bx, by = [128, 256], [128, 256]
+
+    def scores() -> tuple[float, ...]:
+        return (niqe(rgb), *colour_drift(shifted, rgb), seam_score(shifted, boundaries_x=bx, boundaries_y=by))
+
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 10**9)
+    assert len(strips.strips(*rgb.shape[:2])) == 1
+    whole = scores()
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 40 * rgb.shape[1])
+    assert len(strips.strips(*rgb.shape[:2])) == 10
+    assert scores() == pytest.approx(whole, rel=1e-9, abs=1e-9)
 
 
 def test_colour_drift_needs_same_size() -> None:
@@ -298,11 +321,13 @@ def test_registry_scores_quality_from_one_input() -> None:
     assert set(got) == {"niqe", "colour_drift_mean"} and math.isnan(got["niqe"]) and got["colour_drift_mean"] == 0.0
 
 
-def test_scoring_can_be_stopped_between_metrics_and_strips() -> None:
+def test_scoring_can_be_stopped_between_metrics_and_strips(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cancel is noticed within one strip of the colour drift and between metrics."""
+    from pipelines import strips
     from pipelines.errors import Cancelled
 
-    rgb = _photo()  # 600×400: two strips of 256 rows
+    rgb = _photo()  # 600×400
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 256 * rgb.shape[1])  # two strips of 256 rows
     calls: list[int] = []
 
     def stop_at(n: int):
