@@ -14,11 +14,10 @@ once to ``--models`` (about 4 GB) and reused.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 from pathlib import Path
 
-from common import machine, table
+from common import WATCH, machine, table
 
 
 def models(folder: Path):
@@ -55,7 +54,6 @@ def main() -> None:
     from pipelines.region import Region
     from pipelines.request import UpscaleRequest
 
-    load = os.getloadavg()
     engine = Engine(EngineConfig(models=models(Path(a.models))))
     photo = load_image(Image.fromarray(data.astronaut()).resize((a.input, a.input), Image.Resampling.LANCZOS))
     levels = tuple(int(n) for n in a.levels.split(","))
@@ -71,13 +69,14 @@ def main() -> None:
         f"# Region preview against the whole image ({machine()}; {engine.device_label()})",
         "",
         f"Input {a.input}² → {a.input * 4}² output (×4); box {a.box}² → {a.box * 4}²; levels {a.levels}; "
-        f"SD 1.5-sized random parts, the table's diffusion settings; load average before "
-        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, after {os.getloadavg()[0]:.2f}.",
+        "SD 1.5-sized random parts, the table's diffusion settings.",
         "",
         table(["stage (s)", *runs], rows),
         "",
         f"The whole image costs **{w / b:.1f}×** the box ({w:.1f} s against {b:.1f} s in all).",
     ]
+    if WATCH is not None:
+        lines += ["", WATCH.report(mark=True)]
     text = "\n".join(lines)
     print(text)
     if a.out:

@@ -14,13 +14,12 @@ figures are medians of ``--rounds`` profiled steps after one warm-up step.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections import defaultdict
 
 import torch
-from common import machine, table
+from common import WATCH, machine, table
 from diffusion_cost import SD15_UNET
 
 FAMILIES = {
@@ -109,18 +108,17 @@ def main() -> None:
     p.add_argument("--attention", action="store_true", help="also time the attention processors")
     p.add_argument("--out", help="write the Markdown here too")
     a = p.parse_args()
-    load = os.getloadavg()
     lines = [
         f"# UNet step per operator family ({machine()})",
         "",
-        f"SD 1.5-sized UNet, random weights, CFG batch 2, latent {a.latent}², median of {a.rounds}; "
-        f"load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
+        f"SD 1.5-sized UNet, random weights, CFG batch 2, latent {a.latent}², median of {a.rounds}.",
         "",
         table(["dtype", "step (s)", *[f"{f} (s)" for f in FAMILIES], "the rest (s)"], per_family(a.rounds, a.latent)),
     ]
     if a.attention:
         lines += ["", table(["dtype", "attention", "step (s)"], attention_variants(a.rounds, a.latent))]
-    lines += ["", f"load average after: {os.getloadavg()[0]:.2f}"]
+    if WATCH is not None:
+        lines += ["", WATCH.report(mark=True)]
     text = "\n".join(lines)
     print(text)
     if a.out:
