@@ -85,6 +85,13 @@ def add_request_args(p: argparse.ArgumentParser) -> None:
         + ", start_from, base_path, seed",
     )
     g.add_argument(
+        "--fast",
+        action="store_true",
+        default=None,
+        help=f"the diffusion levels in the few-step fast mode ({presets.MODELS[presets.FAST_MODE.adapter].repo}, "
+        f"{presets.FAST_MODE.scheduler}, no guidance; its image quality has not been measured here)",
+    )
+    g.add_argument(
         "--region",
         metavar="X,Y,W,H",
         help="a preview of this box of the input (input pixels) at the scale the whole image would get",
@@ -188,6 +195,7 @@ def request_fields(args: argparse.Namespace, *, grid: bool) -> RequestFields:
         fidelity_floor=args.fidelity_floor,
         custom=parse_custom_text(args.custom) if args.custom else None,
         region=getattr(args, "region", None),
+        fast=getattr(args, "fast", None),
         # grid has no output flags yet (it writes PNGs): these are upscale's
         output_format=None if grid else args.format or FORMAT_OF_SUFFIX.get(Path(args.output).suffix.lower()),
         quality=None if grid else args.quality,

@@ -141,7 +141,8 @@ def per_metric(side: int, rounds: int, before: str | None) -> list[str]:
             ]
             row += [f"{max(diffs):.2g}" if diffs else "", f"{max(rel):.2%}" if rel else ""]
         rows.append(row)
-    total_new = sum(v for k, v in after["seconds"].items() if k != "baseline face and text search (once per run)")
+    search = "baseline face and text search (once per run)"
+    total_new = sum(v for k, v in after["seconds"].items() if k != search)
     lines = [
         f"## Scoring one level at {side}² ({mp:.1f} MP), per metric (median of {rounds}, {len(after['scores'])} images)",
         "",
@@ -152,11 +153,7 @@ def per_metric(side: int, rounds: int, before: str | None) -> list[str]:
         ),
         "",
         f"A level's scores now cost **{total_new:.2f} s** at {mp:.1f} MP ({total_new / mp:.3f} s/MP)"
-        + (
-            f", before {sum(v for k, v in old['seconds'].items() if k != 'baseline face and text search'):.2f} s."
-            if old
-            else "."
-        ),
+        + (f", before {sum(v for k, v in old['seconds'].items() if k != search):.2f} s." if old else "."),
     ]
     return lines
 

@@ -100,9 +100,10 @@ class UIInput:
         generative_upscale: bool | None = None,
         levels: tuple[int, ...] | None = None,
         custom: CustomRecipe | None = None,
+        fast: bool = False,
     ) -> RequestFields:
         """The form as request fields, plus what the button adds (``custom``: the Advanced
-        panel's recipe). A blank negative prompt box means the preset list (its placeholder);
+        panel's recipe; ``fast``: its fast-mode box). A blank negative prompt box means the preset list (its placeholder);
         the random-seed box draws the seed here."""
         return RequestFields(
             width=self.width,
@@ -116,6 +117,7 @@ class UIInput:
             generative_upscale=generative_upscale,
             levels=levels,
             custom=custom,
+            fast=fast or None,
         )
 
     def load(self) -> LoadedImage:
@@ -148,8 +150,10 @@ def request_estimate(engine: Any, image: LoadedImage, request: Any) -> float | N
 class CustomInput:
     """The Advanced panel: whether the run buttons add the custom level (``enabled``), the
     level its settings start from, its base path and its settings (``presets.CUSTOM_FIELDS``,
-    by name). The field order is the panel's components' (``Layout.custom``) and that of the
-    parameters that follow the form's in the ``/grid`` and ``/upscale`` API."""
+    by name), and ``fast``: the diffusion levels in the fast mode (the request's ``fast``). The
+    field order is the panel's components' (``Layout.custom``) and that of the parameters that
+    follow the form's in the ``/grid`` and ``/upscale`` API (``fast`` last: a caller that
+    leaves it out runs the normal mode)."""
 
     enabled: bool
     start_from: int | None
@@ -161,18 +165,21 @@ class CustomInput:
     steps: float | None
     tile_size: float | None
     tile_overlap: float | None
+    fast: bool = False
 
     @classmethod
     def of(cls, *values: Any) -> CustomInput:
         """From the raw component values in panel order; none at all (an API caller that left
-        them out): the panel off."""
+        them out): the panel off; all but ``fast``: the normal mode."""
         names = [f.name for f in dataclasses.fields(cls)]
         if not values:
-            return cls(False, *[None] * (len(names) - 1))
-        if len(values) != len(names):
+            blank: dict[str, Any] = dict.fromkeys(names[1:-1])
+            return cls(enabled=False, fast=False, **blank)
+        if len(values) not in (len(names), len(names) - 1):
             raise TypeError(f"the Advanced panel has {len(names)} fields ({', '.join(names)}), got {len(values)}")
-        raw = dict(zip(names, values, strict=True))
+        raw = dict(zip(names, values, strict=False))
         raw["enabled"] = bool(raw["enabled"])
+        raw["fast"] = bool(raw.get("fast", False))
         return cls(**raw)
 
     def recipe(self) -> CustomRecipe:

@@ -39,7 +39,8 @@ class Events:
         The grid fills in as levels finish; the last update carries everything."""
         form = UIInput.of(*values[: len(FORM_FIELDS)])
         custom = added_custom(values[len(FORM_FIELDS) :])
-        async for update in self.stream_grid(form, custom, None, request, progress):
+        fast = CustomInput.of(*values[len(FORM_FIELDS) :]).fast
+        async for update in self.stream_grid(form, custom, None, request, progress, fast=fast):
             yield update
 
     async def run_preview(self, request: gr.Request, progress: Any = gr.Progress(), *values: Any):
@@ -48,11 +49,12 @@ class Events:
         n, box = len(FORM_FIELDS), values[-4:]
         form = UIInput.of(*values[:n])
         custom = added_custom(values[n:-4])
+        fast = CustomInput.of(*values[n:-4]).fast
         try:
             region = region_text(box)
         except LabError as exc:
             raise user_error(exc) from exc
-        async for update in self.stream_grid(form, custom, region, request, progress):
+        async for update in self.stream_grid(form, custom, region, request, progress, fast=fast):
             yield update
 
     async def run_whole(self, request: gr.Request, progress: Any = gr.Progress(), *values: Any):
@@ -64,14 +66,21 @@ class Events:
         return {**shown, self.ui.tabs: gr.Tabs(selected=SINGLE_TAB)}
 
     async def stream_grid(
-        self, form: UIInput, custom: CustomRecipe | None, region: str | None, request: gr.Request, progress: Any
+        self,
+        form: UIInput,
+        custom: CustomRecipe | None,
+        region: str | None,
+        request: gr.Request,
+        progress: Any,
+        *,
+        fast: bool = False,
     ):
         """The grid run's updates: the levels as they finish, then everything (``region``:
-        ``x,y,width,height`` of a preview, or None for the whole image)."""
+        ``x,y,width,height`` of a preview, or None for the whole image; ``fast``: the fast mode)."""
         cancel = threading.Event()
         arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         work = asyncio.ensure_future(
-            asyncio.to_thread(self.grid_outputs, form, request, progress, cancel, arrived, custom, region)
+            asyncio.to_thread(self.grid_outputs, form, request, progress, cancel, arrived, custom, region, fast)
         )
         ready: dict[int, LevelResult] = {}
         estimate: float | None = None
@@ -121,12 +130,13 @@ class Events:
         arrived: queue.SimpleQueue[tuple[str, Any]],
         custom: CustomRecipe | None = None,
         region: str | None = None,
+        fast: bool = False,
     ) -> dict[Any, Any]:
         """The run of every level (and ``custom``) and everything the grid view shows (in a
         worker thread); ``arrived`` receives ("estimate", seconds) and then ("level",
         LevelResult) as each finishes."""
         levels = supervision.get_engine().config.table.numbers
-        fields = form.fields(levels=levels, custom=custom)
+        fields = form.fields(levels=levels, custom=custom, fast=fast)
         result = form.run(
             replace(fields, region=region) if region else fields,
             request,
@@ -166,10 +176,11 @@ class Events:
         that run's grid, scores and manifest (shown alone when the image or size changed)."""
         *inputs, last = values
         form = UIInput.of(*inputs[: len(FORM_FIELDS)])
-        recipe = CustomInput.of(*inputs[len(FORM_FIELDS) :]).recipe()
+        panel = CustomInput.of(*inputs[len(FORM_FIELDS) :])
+        recipe = panel.recipe()
         cancel = threading.Event()
         return await supervision.run_cancellable(
-            cancel, self.custom_outputs, form, recipe, last, request, progress, cancel
+            cancel, self.custom_outputs, form, recipe, last, request, progress, cancel, panel.fast
         )
 
     def custom_outputs(
@@ -180,9 +191,11 @@ class Events:
         request: gr.Request | None,
         progress: Any,
         cancel: threading.Event,
+        fast: bool = False,
     ) -> dict[Any, Any]:
-        """The custom level's run and the grid view of the last run with it (a worker thread)."""
-        result = form.run(form.fields(custom=recipe), request, progress, cancel)
+        """The custom level's run and the grid view of the last run with it (a worker thread);
+        ``fast`` is refused with the request's message (the custom level has its own steps)."""
+        result = form.run(form.fields(custom=recipe, fast=fast), request, progress, cancel)
         note = ""
         if isinstance(last, RunResult):
             try:
@@ -228,7 +241,10 @@ class Events:
         n = len(FORM_FIELDS)
         form, (strength, generative) = UIInput.of(*values[:n]), values[n : n + 2]
         custom = added_custom(values[n + 2 :])  # with the panel's box ticked: the custom level alone
-        fields = form.fields(upscale_strength=int(strength), generative_upscale=bool(generative), custom=custom)
+        fast = CustomInput.of(*values[n + 2 :]).fast
+        fields = form.fields(
+            upscale_strength=int(strength), generative_upscale=bool(generative), custom=custom, fast=fast
+        )
         cancel = threading.Event()
         return await supervision.run_cancellable(cancel, self.single_outputs, form, fields, request, progress, cancel)
 

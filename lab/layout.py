@@ -128,6 +128,7 @@ class Layout:
     base_path: Any
     custom_settings: tuple[Any, ...]  # one slider per ``presets.CUSTOM_FIELDS``, in its order
     custom_btn: Any
+    fast: Any  # the fast-mode box (the request's ``fast``), last of the Advanced panel's inputs
 
     @property
     def form(self) -> list[Any]:
@@ -138,7 +139,7 @@ class Layout:
     def custom(self) -> list[Any]:
         """The Advanced panel's components in ``CustomInput``'s field order (after the form in
         the run events' inputs)."""
-        panel = [self.custom_on, self.start_from, self.base_path, *self.custom_settings]
+        panel = [self.custom_on, self.start_from, self.base_path, *self.custom_settings, self.fast]
         assert len(panel) == len(CUSTOM_INPUTS)  # a panel out of step with CustomInput is a bug
         return panel
 
@@ -276,8 +277,21 @@ def _advanced(table: presets.LevelTable) -> dict[str, Any]:
         )
         custom_on = gr.Checkbox(value=False, label="Add it to Run all and Upscale", elem_id="custom-on")
         custom_btn = gr.Button("Run custom level", variant="secondary", elem_id="run-custom")
+        adapter = presets.MODELS[presets.FAST_MODE.adapter]
+        fast = gr.Checkbox(
+            value=False,
+            label=f"Fast mode for Run all, Upscale and the preview: {adapter.repo} with {presets.FAST_MODE.scheduler}, "
+            f"{presets.FAST_MODE.steps} steps of which strength×steps run, no guidance (not with the custom level; "
+            "its image quality has not been measured here)",
+            elem_id="fast-mode",
+        )
     return dict(
-        custom_on=custom_on, start_from=start_from, base_path=base_path, custom_settings=sliders, custom_btn=custom_btn
+        custom_on=custom_on,
+        start_from=start_from,
+        base_path=base_path,
+        custom_settings=sliders,
+        custom_btn=custom_btn,
+        fast=fast,
     )
 
 

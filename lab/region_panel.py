@@ -205,9 +205,10 @@ def run_whole_fields(values: tuple[Any, ...]) -> tuple[UIInput, Any]:
 
     n = len(FORM_FIELDS)
     form, level = UIInput.of(*values[:n]), values[-1]
+    panel = CustomInput.of(*values[n:-1])
     if level == CUSTOM_CHOICE:
-        return form, form.fields(custom=CustomInput.of(*values[n:-1]).recipe())
-    return form, form.fields(upscale_strength=int(level), generative_upscale=True)
+        return form, form.fields(custom=panel.recipe(), fast=panel.fast)
+    return form, form.fields(upscale_strength=int(level), generative_upscale=True, fast=panel.fast)
 
 
 __all__ = ["RegionPanel", "build_region_panel", "region_text", "run_whole_fields", "wire_region_panel"]

@@ -58,8 +58,10 @@ def runnable_default(table: presets.LevelTable, status: dict[str, str]) -> tuple
     else the level of the same base path without diffusion, and a line that says why."""
     default = table.get(table.default_strength)
     diffusion_missing = [
-        mid for mid, state in status.items() if state.startswith("missing") and mid not in NON_DIFFUSION_MODELS
-    ]
+        mid
+        for mid, state in status.items()
+        if state.startswith("missing") and mid not in NON_DIFFUSION_MODELS and mid not in presets.OPTIONAL_MODEL_IDS
+    ]  # the fast mode's adapter is optional: level 5 runs without it
     if not default.generative or not diffusion_missing:
         return default.level, ""
     fallback = next(

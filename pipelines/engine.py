@@ -41,7 +41,7 @@ from pipelines.fetch import FetchPolicy, fetch_image_bytes
 from pipelines.files import locked, write_atomic
 from pipelines.imaging import LoadedImage, load_image
 from pipelines.metrics import json_number, score_level
-from pipelines.models import DiffusionModels, load_refiner
+from pipelines.models import DiffusionModels, load_fast_adapter, load_refiner
 from pipelines.recommend import Recommendation, recommend
 from pipelines.refiner import RefineJob, Refiner, refine
 from pipelines.request import SizePlan, UpscaleRequest, draw_seed, plan_size
@@ -229,6 +229,7 @@ class _PassGroup:
     negative_prompt: str
     seed: int
     prefix: str = ""
+    fast: bool = False  # the fast mode (``settings`` are then the fast ones)
 
 
 class Engine:
@@ -264,6 +265,7 @@ class Engine:
         self._upscaler = upscaler
         self._refiner = refiner
         self._refiner_missing: ModelMissingError | WeightsError | None = None
+        self._fast_missing: ModelMissingError | WeightsError | None = None
         self._base_cache: OrderedDict[tuple[Any, ...], tuple[Image.Image, str | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._loading = threading.RLock()  # one load of each model, whoever asks first (a run or the warm-up)
@@ -304,6 +306,20 @@ class Engine:
                 raise
             return self._refiner
 
+    def fast_adapter(self, refiner: Refiner, cancel: threading.Event | None = None) -> None:
+        """Load the fast mode's adapter into ``refiner`` (once, on the first fast request); raises
+        ModelMissingError (remembered, like the diffusion parts') when it is not here."""
+        with self.loading_lock(cancel):
+            if refiner.fast_loaded:
+                return
+            if self._fast_missing is not None:
+                raise self._fast_missing
+            try:
+                load_fast_adapter(self.config.models, refiner, download=self.config.download)
+            except (ModelMissingError, WeightsError) as exc:
+                self._fast_missing = exc
+                raise
+
     def warm_up(self) -> None:
         """Load the ×4 network and, when their weights are there, the diffusion parts, so the
         first run neither waits for them nor sits in a load that a cancel cannot interrupt
@@ -320,6 +336,7 @@ class Engine:
     def models_changed(self) -> None:
         """Weights were fetched or replaced: look for the diffusion parts again on the next run."""
         self._refiner_missing = None
+        self._fast_missing = None
 
     def model_status(self) -> dict[str, str]:
         """Per model: "loaded", "available" or "missing: <reason and fetch command>"; a part
@@ -335,9 +352,13 @@ class Engine:
         except Missing as exc:
             out["waifu2x_photo"] = f"missing: {exc}"
         described = self.config.models.describe()
-        loaded = self._refiner is not None
-        availability = {m: None for m in described} if loaded else check_available(self.config.models)
+        refiner = self._refiner
+        availability = check_available(self.config.models)
         for mid, why in availability.items():
+            loaded = refiner is not None and (refiner.fast_loaded if mid in presets.OPTIONAL_MODEL_IDS else True)
+            why = None if loaded else why
+            if why is not None and mid in presets.OPTIONAL_MODEL_IDS:
+                why += " (needed only by the fast mode; the other levels run without it)"
             commit = described[mid]["commit"]
             state = ("loaded" if loaded else "available") + (
                 f" ({described[mid]['source']} @ {commit})" if commit else ""
@@ -509,6 +530,8 @@ class Engine:
             return _Diffusion()
         try:
             refiner = self.refiner(call.cancel)
+            if plan.request.fast:  # its adapter, loaded on the first fast request
+                self.fast_adapter(refiner, call.cancel)
         except (ModelMissingError, WeightsError) as exc:
             finish.unavailable(gen_levels, part_failure(exc, DIFFUSION))
             return _Diffusion()
@@ -538,6 +561,9 @@ class Engine:
         prompt = request.prompt or presets.DEFAULT_PROMPT
         negative = presets.DEFAULT_NEGATIVE_PROMPT if request.negative_prompt is None else request.negative_prompt
         table_levels = [lv for lv in gen_levels if lv is not plan.custom]
+        if request.fast:  # the request refuses a custom level beside it
+            fast = {s: presets.FAST_MODE.settings(v) for s, v in self.config.settings.items()}
+            return [_PassGroup(table_levels, fast, prompt, negative, plan.seed, fast=True)]
         shared = _PassGroup(table_levels, self.config.settings, prompt, negative, plan.seed)
         custom = plan.custom if plan.custom in gen_levels else None
         if custom is None:
@@ -580,6 +606,7 @@ class Engine:
             seed=group.seed,
             settings=group.settings,
             batch_size=self.batch_size,
+            fast=group.fast,
         )
         outcome = refine(refiner, job, progress=call.progress, cancel=call.cancel, timings=timings, on_image=on_image)
         return _Diffusion(passes=passes, timings=timings, warnings=tuple(outcome.warnings))
@@ -651,7 +678,11 @@ class Engine:
         what = json.dumps(
             [
                 self.config.upscaler,
-                {m: d["source"] for m, d in self.config.models.describe().items()},
+                {  # the optional fast adapter's passes keep costs of their own (fast_…)
+                    m: d["source"]
+                    for m, d in self.config.models.describe().items()
+                    if m not in presets.OPTIONAL_MODEL_IDS
+                },
                 {f"{s:g}": vars(v) for s, v in sorted(self.config.settings.items())},
             ],
             sort_keys=True,
@@ -684,9 +715,10 @@ class Engine:
             elif name in bases.notes:  # the base did work beyond a resize (the JPEG cleanup)
                 input_mp = image.size[0] * image.size[1] / 1e6  # it works on the whole input
                 learned[f"base_{name}_per_input_mp"] = bases.seconds[name] / input_mp
+        mode = "fast_" if plan.request.fast else ""  # the fast mode's passes cost less: their own entries
         for scale, n in diffusion.passes.items():
             if f"diffusion_{scale:g}" in timings:
-                learned[f"diffusion_{scale:g}_per_mp"] = timings[f"diffusion_{scale:g}"] / (mp * n)
+                learned[f"{mode}diffusion_{scale:g}_per_mp"] = timings[f"diffusion_{scale:g}"] / (mp * n)
         bases_refined = sum(diffusion.passes.values())
         if bases_refined and "vae_decode" in timings:
             vae = timings.get("vae_encode", 0.0) + timings["vae_decode"]
@@ -742,13 +774,31 @@ class Engine:
             if step is None:
                 return None
             total += (step * custom.settings.run_steps + costs.get("vae_per_mp", 0.0)) * mp
-        if gen and self._refiner_missing is None:
+        runs = self._refiner_missing is None and not (request.fast and self._fast_missing is not None)
+        if gen and runs:
             for scale in {lv.lora_scale for lv in gen}:
                 n = len({lv.base_path for lv in gen if lv.lora_scale == scale})
-                if f"diffusion_{scale:g}_per_mp" not in costs:
+                per_mp = self._pass_cost(costs, scale, fast=request.fast)
+                if per_mp is None:
                     return None
-                total += (costs[f"diffusion_{scale:g}_per_mp"] + costs.get("vae_per_mp", 0.0)) * mp * n
+                total += (per_mp + costs.get("vae_per_mp", 0.0)) * mp * n
         return total
+
+    def _pass_cost(self, costs: Mapping[str, float], scale: float, *, fast: bool) -> float | None:
+        """Seconds per output megapixel of one pass at ``scale``: as measured; in the fast mode
+        its own measure, else the normal pass's per-step cost × the fast steps that run, halved
+        when the fast mode drops classifier-free guidance (one batch per step instead of two)."""
+        normal = costs.get(f"diffusion_{scale:g}_per_mp")
+        if not fast:
+            return normal
+        if f"fast_diffusion_{scale:g}_per_mp" in costs:
+            return costs[f"fast_diffusion_{scale:g}_per_mp"]
+        if normal is None:
+            return None
+        settings = self.config.settings[scale]
+        fast_settings = presets.FAST_MODE.settings(settings)
+        halves = 0.5 if fast_settings.guidance_scale == 1.0 and settings.guidance_scale != 1.0 else 1.0
+        return normal / settings.run_steps * fast_settings.run_steps * halves
 
     def _step_cost(self, costs: Mapping[str, float]) -> float | None:
         """Seconds per output megapixel of one denoising step, the mean over the LoRA scales
@@ -835,9 +885,21 @@ class Engine:
                 **self.config.models.describe(),
             },
             "settings": {f"{s:g}": vars(v) for s, v in self.config.settings.items()},
+            **({"fast": self._fast_manifest()} if plan.request.fast else {}),
             "levels": [manifest_level(lv) for lv in levels],
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "warnings": warnings,
+        }
+
+    def _fast_manifest(self) -> dict[str, Any]:
+        """What a fast run changed: the adapter (the models entry's id), its weight, the
+        scheduler and the settings each LoRA scale diffused with."""
+        mode = presets.FAST_MODE
+        return {
+            "adapter": mode.adapter,
+            "adapter_weight": mode.adapter_weight,
+            "scheduler": mode.scheduler,
+            "settings": {f"{s:g}": vars(mode.settings(v)) for s, v in self.config.settings.items()},
         }
 
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """Add the "models and device" group: --device, --dtype, --upscaler, --sd15, --controlnet,
-    --lora, --lora-file, --allow-download, --batch-size (read back by :func:`engine_config`)."""
+    --lora, --lora-file, --fast-lora, --fast-lora-file, --allow-download, --batch-size (read
+    back by :func:`engine_config`)."""
     g = parser.add_argument_group("models and device")
     g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     g.add_argument(
@@ -51,6 +52,17 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--lora-file", default=presets.MODELS["detail_lora"].file, help="file inside --lora (default: %(default)s)"
     )
     g.add_argument(
+        "--fast-lora",
+        metavar="REPO_OR_PATH",
+        default=presets.MODELS["fast_lora"].repo,
+        help="the fast mode's LCM-LoRA: repo id, folder or file (default: %(default)s)",
+    )
+    g.add_argument(
+        "--fast-lora-file",
+        default=presets.MODELS["fast_lora"].file,
+        help="file inside --fast-lora (default: %(default)s)",
+    )
+    g.add_argument(
         "--allow-download",
         action="store_true",
         help="download missing hub weights while running (default: only use local/cached weights; see 'download')",
@@ -66,7 +78,14 @@ def engine_config(
     from pipelines.engine import EngineConfig
     from pipelines.models import DiffusionModels
 
-    models = DiffusionModels(sd15=args.sd15, controlnet=args.controlnet, lora=args.lora, lora_file=args.lora_file)
+    models = DiffusionModels(
+        sd15=args.sd15,
+        controlnet=args.controlnet,
+        lora=args.lora,
+        lora_file=args.lora_file,
+        fast_lora=args.fast_lora,
+        fast_lora_file=args.fast_lora_file,
+    )
     config = EngineConfig(
         models=models,
         upscaler=args.upscaler,

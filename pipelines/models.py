@@ -47,19 +47,23 @@ FETCH_COMMAND = fetch_command()
 
 @dataclass(frozen=True)
 class DiffusionModels:
-    """Where the three diffusion parts come from: a hub repo id or a local folder/file."""
+    """Where the diffusion parts come from: a hub repo id or a local folder/file (the fast
+    mode's LCM-LoRA too, needed only by a fast request)."""
 
     sd15: str = presets.MODELS["sd15"].repo
     controlnet: str = presets.MODELS["controlnet_tile"].repo
     lora: str = presets.MODELS["detail_lora"].repo
     lora_file: str | None = presets.MODELS["detail_lora"].file
+    fast_lora: str = presets.MODELS["fast_lora"].repo
+    fast_lora_file: str | None = presets.MODELS["fast_lora"].file
 
     def source(self, model_id: str) -> str:
         return str(getattr(self, PARTS[model_id].field))
 
     def file(self, model_id: str) -> str | None:
-        """The single file to load inside the source (the LoRA), None for a folder model."""
-        return self.lora_file if PARTS[model_id].single_file else None
+        """The single file to load inside the source (a LoRA), None for a folder model."""
+        part = PARTS[model_id]
+        return getattr(self, part.file_field) if part.single_file and part.file_field else None
 
     def describe(self) -> dict[str, dict[str, str | None]]:
         """Per part: source, pinned revision, the commit found in the hub cache, and the file."""
@@ -79,11 +83,15 @@ class DiffusionModels:
 @dataclass(frozen=True)
 class Part:
     """One diffusion part: its id in ``presets.MODELS``, the DiffusionModels field naming its
-    source, and whether it is a single file (resolved to the file) or a folder."""
+    source, whether it is a single file (resolved to the file; ``file_field`` names the file)
+    or a folder, and whether it is ``optional`` (``presets.OPTIONAL_MODEL_IDS``: loaded only
+    when a request needs it, never required for the normal levels)."""
 
     id: str
     field: str
     single_file: bool = False
+    file_field: str | None = None
+    optional: bool = False
 
     @property
     def spec(self) -> presets.ModelSpec:
@@ -96,12 +104,15 @@ PARTS: Mapping[str, Part] = MappingProxyType(
         for p in (
             Part("sd15", "sd15"),
             Part("controlnet_tile", "controlnet"),
-            Part("detail_lora", "lora", single_file=True),
+            Part("detail_lora", "lora", single_file=True, file_field="lora_file"),
+            Part("fast_lora", "fast_lora", single_file=True, file_field="fast_lora_file", optional=True),
         )
     }
 )
 if tuple(PARTS) != presets.DIFFUSION_MODEL_IDS:
     raise ValueError(f"PARTS {tuple(PARTS)} must list presets.DIFFUSION_MODEL_IDS {presets.DIFFUSION_MODEL_IDS}")
+if tuple(p.id for p in PARTS.values() if p.optional) != presets.OPTIONAL_MODEL_IDS:
+    raise ValueError(f"PARTS' optional parts must be presets.OPTIONAL_MODEL_IDS {presets.OPTIONAL_MODEL_IDS}")
 
 
 def hub_offline() -> bool:
@@ -312,7 +323,7 @@ def load_refiner(
 
     found: dict[str, Path] = {}
     missing: list[ModelMissingError] = []
-    for mid in PARTS:
+    for mid in (m for m, part in PARTS.items() if not part.optional):  # the fast LoRA: load_fast_adapter
         try:
             found[mid] = resolve(mid, models, download=download)
         except ModelMissingError as exc:
@@ -352,3 +363,23 @@ def load_refiner(
     else:
         _load("detail_lora", lora_path, lambda: pipe.load_lora_weights(str(lora_path), adapter_name=LORA_ADAPTER))
     return refiner_from_parts(pipe, controlnet, device, dtype)
+
+
+def load_fast_adapter(models: DiffusionModels, refiner: Refiner, *, download: bool = False) -> None:
+    """Load the fast mode's LCM-LoRA (``presets.FAST_MODE.adapter``, any format diffusers'
+    ``load_lora_weights`` converts) into ``refiner`` as its second adapter, once; until a fast
+    pass asks for it, it stays inactive and the normal passes are untouched.
+
+    Raises ModelMissingError naming the part and the fetch command when it is not here (the
+    message says that only the fast mode needs it), WeightsError when it does not load.
+    """
+    mid = presets.FAST_MODE.adapter
+    if refiner.fast_loaded:
+        return
+    try:
+        path = resolve(mid, models, download=download)
+    except ModelMissingError as exc:
+        raise ModelMissingError(mid, f"{exc.detail} (only the fast mode needs it)", exc.fetch_command) from exc
+    if path.is_dir():
+        raise WeightsError(f"{mid}: {path} is a folder; give the LoRA file (or the folder with --fast-lora-file)")
+    _load(mid, path, lambda: refiner.load_fast(path))

