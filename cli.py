@@ -338,7 +338,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from pipelines.device import pick_device
     from pipelines.errors import LabError
     from pipelines.hub_probe import UNREACHABLE_ADVICE, unreachable_reason
-    from pipelines.models import download_models, hub_offline, load_refiner
+    from pipelines.models import download_models, hub_offline, load_fast_adapter, load_refiner
     from pipelines.realesrgan import converted_x4plus
 
     try:
@@ -351,7 +351,9 @@ def cmd_download(args: argparse.Namespace) -> int:
             return 2
         fetched = download_models(cfg.models, report=lambda line, _done, _total: print(line, flush=True))
         device, dtype = pick_device("cpu", "fp32")
-        load_refiner(cfg.models, device, dtype)
+        refiner = load_refiner(cfg.models, device, dtype)
+        if any(f.model_id == presets.FAST_MODE.adapter for f in fetched):
+            load_fast_adapter(cfg.models, refiner)  # optional, but fetched: it must load too
         for f in fetched:
             print(f"{f.model_id}: {f.repo} commit {f.commit} ({len(f.files)} files) loads")
         print(f"all diffusion parts are available: levels {GENERATIVE} can run")

@@ -28,9 +28,11 @@ timeout 180 $PY bench/diffusion_cost.py --device cuda --dtype fp16 --tiles 512,7
 fi
 if [[ $WHAT == all || $WHAT == step ]]; then
 # one guided step per part and operator family, fp32/fp16/bf16 at 512 and 256 px; attention kernels, channels_last
-timeout 240 $PY bench/step_profile.py --device cuda --dtypes fp32,fp16,bf16 --tiles 512,256 --rounds 5 --no-compile \
+timeout 200 $PY bench/step_profile.py --device cuda --dtypes fp32,fp16,bf16 --tiles 512,256 --rounds 5 --no-compile \
   2>&1 | grep -v -i warn | tee "$OUT/step_profile.md"
+# the fast mode (LCM-LoRA, few steps, no CFG batch) against the normal mode, one level's pass
+timeout 150 $PY bench/fast_mode.py --models /tmp/sd15_random --input 256 2>&1 | grep -v -i warn | tee "$OUT/fast_mode.md"
 # scoring's share of a nine-level 4 MP run with SD 1.5-sized random parts (written to /tmp once)
-timeout 240 $PY bench/scoring_cost.py --run --run-width 2000 --models /tmp/sd15_random --side 2000 --rounds 1 \
+timeout 200 $PY bench/scoring_cost.py --run --run-width 2000 --models /tmp/sd15_random --side 2000 --rounds 1 \
   2>&1 | grep -v -i warn | tee "$OUT/scoring_cost.md"
 fi

@@ -1122,6 +1122,8 @@ def with_custom(result: RunResult, custom_run: RunResult) -> RunResult:
     if custom_run.manifest["input"]["sha256"] != result.manifest["input"]["sha256"] or custom_run.plan != result.plan:
         raise ValueError("the custom level ran on another image or size than the run it would join")
     ours, theirs = result.manifest["request"], custom_run.manifest["request"]
+    if bool(ours.get("fast")) != bool(theirs.get("fast")):  # a fast grid and a normal custom level
+        raise ValueError("the custom level ran in another mode (fast or normal) than the run it would join")
     preset = custom.preset
     assert isinstance(preset, presets.CustomLevel)  # found by that type above
     own: dict[str, Any] = {}

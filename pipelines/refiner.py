@@ -21,6 +21,7 @@ Loading lives in :mod:`pipelines.models`, which builds a :class:`Refiner` with
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -114,9 +115,12 @@ class Refiner:
         until a pass asks for it). Raises what the loader raises."""
         if self.load_adapter is None:
             raise ValueError("this refiner was built without an adapter loader")
-        self.load_adapter(path)
+        self._lora_scale = None  # the adapters' state is set again before the next pass, even
+        try:  # after a load that failed part-way (new PEFT layers may hold the fast adapter)
+            self.load_adapter(path)
+        finally:
+            self._lora_scale = None
         self.fast_loaded = True
-        self._lora_scale = None  # the adapters' state is set again before the next pass
 
     # ----------------------------------------------------------------- vae
     def _vae_tiling(self, pixels: int) -> None:
@@ -341,6 +345,14 @@ def noise_field(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
+def lcm_noise_seed(seed: int) -> int:
+    """The seed of the fresh noise LCM adds between its steps, derived from the run's ``seed``
+    (a generator seeded with ``seed`` itself would first draw the very noise field the latents
+    were noised with: the noise "added back" would not be fresh)."""
+    digest = hashlib.sha256(f"{seed}:lcm-step-noise".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 @dataclass
 class RefineResult:
     """``images``: ``{(scale, base): PIL RGB}`` (colour-fixed unless the job says not);
@@ -529,7 +541,8 @@ class _Steps:
         count = p.x0.shape[0] if plan.fast else 1
         self.scheds = [kind.from_config(p.refiner.scheduler_config) for _ in range(count)]
         self.timesteps = [img2img_timesteps(sched, plan.settings) for sched in self.scheds][0]
-        self.generators = [torch.Generator("cpu").manual_seed(p.seed) for _ in range(count)] if plan.fast else []
+        seed = lcm_noise_seed(p.seed)  # not p.seed: its first draw would be the noise field again
+        self.generators = [torch.Generator("cpu").manual_seed(seed) for _ in range(count)] if plan.fast else []
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x0`` noised to the first timestep with the run's noise field (the same for every base)."""
@@ -555,14 +568,17 @@ def _predict(
     emb: torch.Tensor,
     cond: torch.Tensor,
     settings: presets.DiffusionSettings,
+    *,
+    fast: bool = False,
 ) -> torch.Tensor:
     """The noise prediction of ControlNet + UNet for the tiles ``lat`` (model dtype) and their
     embedded control images ``cond``, fp32: with classifier-free guidance over ``emb`` =
-    [negative, positive]; at guidance 1 (the fast mode) the positive half alone, one batch
-    instead of two (as diffusers does below guidance 1 too)."""
+    [negative, positive]; in the fast mode at guidance 1 the positive half alone, one batch
+    instead of two (as diffusers does at guidance ≤ 1). The normal mode always guides, so a
+    custom level at guidance 1 gives the pixels it gave before the fast mode existed."""
     n = lat.shape[0]
     neg, pos = emb[0:1], emb[1:2]
-    guided = settings.guidance_scale != 1.0
+    guided = not (fast and settings.guidance_scale <= 1.0)
     lat_in = torch.cat([lat, lat]) if guided else lat
     emb_in = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if guided else pos.expand(n, -1, -1)
     with torch.inference_mode():
@@ -614,7 +630,7 @@ def _denoise(p: DenoisePass, plan: DenoisePlan) -> torch.Tensor:
             lat = torch.cat([x[i : i + 1, :, t0:b0, l0:r0] for i, (t0, l0, b0, r0) in chunk]).to(refiner.dtype)
             with torch.inference_mode():
                 cond = torch.cat([cond_cache.get(*controls[i], win) for i, win in chunk])
-            guided = _predict(refiner, lat, t, p.emb, cond, plan.settings)
+            guided = _predict(refiner, lat, t, p.emb, cond, plan.settings, fast=plan.fast)
             for j, (i, (t0, l0, b0, r0)) in enumerate(chunk):
                 eps[i, :, t0:b0, l0:r0] += guided[j] * weight
             done += len(chunk)

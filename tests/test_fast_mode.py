@@ -26,7 +26,8 @@ LEVELS = tuple(sorted({GEN[0], GEN[1], presets.TABLE.baseline_level}))  # two ba
 
 @pytest.fixture(scope="module")
 def engine(tiny_models):
-    """An engine of its own (the session's tiny engine never gets the fast adapter)."""
+    """An engine of its own, so the fast adapter loads here first (the lab API test below loads
+    it into the session's tiny engine too: inactive there, PEFT skips it)."""
     return Engine(EngineConfig(models=tiny_models, settings=tiny_settings(), device="cpu", dtype="fp32"))
 
 
@@ -254,3 +255,38 @@ def test_the_lab_api_runs_the_fast_mode(lab_server):
     manifest = json.loads(Path(out[4][-1]).read_text())
     assert manifest["request"]["fast"] is True and manifest["fast"]["scheduler"] == "LCMScheduler"
     assert [lv["status"] for lv in manifest["levels"]] == ["ok"] * len(presets.TABLE.levels)
+
+
+def test_the_noise_lcm_adds_between_steps_is_fresh():
+    """LCM's step noise comes from a seed derived from the run's, not the run's seed itself:
+    that generator's first draw would be the noise field the latents were noised with."""
+    from pipelines.refiner import lcm_noise_seed, noise_field
+
+    shape = (1, 4, 12, 12)
+    field = noise_field(7, shape)
+    step = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(lcm_noise_seed(7)), dtype=torch.float32)
+    assert abs(float(torch.corrcoef(torch.stack([field.flatten(), step.flatten()]))[0, 1])) < 0.2
+    assert lcm_noise_seed(7) == lcm_noise_seed(7) != lcm_noise_seed(8)  # reproducible, per seed
+
+
+def test_the_normal_mode_guides_even_at_guidance_1(engine, photo):
+    """A custom level at guidance 1 in the normal mode still runs the CFG batch of two (its
+    pixels as before the fast mode); only the fast mode drops it."""
+    refiner = engine.refiner()
+    batches: list[int] = []
+    hook = refiner.unet.register_forward_hook(lambda _m, args, _o: batches.append(int(args[0].shape[0])))
+    try:
+        engine.run(photo, UpscaleRequest(width=96, seed=5, custom=CustomRecipe(start_from=GEN[0], guidance=1.0)))
+    finally:
+        hook.remove()
+    assert batches and set(batches) == {2}
+
+
+def test_a_normal_custom_level_does_not_join_a_fast_run(engine, photo):
+    """The lab's *Run custom level* after a fast grid: not joined (its manifest would not replay)."""
+    from pipelines.engine import with_custom
+
+    fast = run(engine, photo, fast=True)
+    custom = engine.run(photo, UpscaleRequest(width=96, seed=5, custom=CustomRecipe(start_from=GEN[0])))
+    with pytest.raises(ValueError, match="another mode"):
+        with_custom(fast, custom)
