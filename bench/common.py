@@ -130,3 +130,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def publish(lines: list[str], out: str | None) -> None:
+    """Print a benchmark's Markdown ``lines`` with the load line at the end, and write them to
+    ``out`` too when given."""
+    if WATCH is not None:
+        lines = [*lines, "", WATCH.report(mark=True)]
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

@@ -20,7 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import WATCH, machine, table
+from common import machine, publish, table
 
 LCM_RANK = 64  # lcm-lora-sdv1-5: 67.5 M parameters, rank 64 over the distillation script's targets
 
@@ -131,12 +131,7 @@ def main() -> None:
         "",
         "Cost only: the fast mode's image quality has not been measured here.",
     ]
-    if WATCH is not None:
-        lines += ["", WATCH.report(mark=True)]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    publish(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from common import WATCH, machine, table
+from common import machine, publish, table
 
 
 def models(folder: Path):
@@ -75,12 +75,7 @@ def main() -> None:
         "",
         f"The whole image costs **{w / b:.1f}×** the box ({w:.1f} s against {b:.1f} s in all).",
     ]
-    if WATCH is not None:
-        lines += ["", WATCH.report(mark=True)]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    publish(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, WATCH, machine, table
+from common import ROOT, machine, publish, table
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 
@@ -228,12 +228,7 @@ def main() -> None:
         lines += per_metric(a.side, a.rounds, a.before)
     if a.run:
         lines += ["", *nine_level_share(a.models, a.run_width, a.run_steps)]
-    if WATCH is not None:
-        lines += ["", WATCH.report(mark=True)]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    publish(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,9 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
-from common import WATCH, machine, table
+from common import machine, publish, table
 from diffusion_cost import build
 
 FAMILIES = {
@@ -279,12 +278,7 @@ def main() -> None:
                 variants(device, a.rounds, tiles[0], dtypes[-1], not a.no_compile),
             ),
         ]
-    if WATCH is not None:
-        lines += ["", WATCH.report(mark=True)]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    publish(lines, a.out)
 
 
 if __name__ == "__main__":

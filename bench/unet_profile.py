@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 
 import torch
-from common import WATCH, machine, table
+from common import machine, publish, table
 from diffusion_cost import SD15_UNET
 
 FAMILIES = {
@@ -117,13 +117,7 @@ def main() -> None:
     ]
     if a.attention:
         lines += ["", table(["dtype", "attention", "step (s)"], attention_variants(a.rounds, a.latent))]
-    if WATCH is not None:
-        lines += ["", WATCH.report(mark=True)]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    publish(lines, a.out)
 
 
 if __name__ == "__main__":
