@@ -1,8 +1,10 @@
 """A person in headless Chromium: upload a photo, run the grid, read the scores, move the slider."""
 
+import contextlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,19 @@ def require_chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run must install Debian's chromium")
         pytest.skip("Debian's chromium is not installed (bash scripts/setup.sh --dev installs it)")
+
+
+@contextlib.contextmanager
+def lab_page(p, lab_server: str) -> Iterator:
+    """A 1400×1100 page of the lab in headless Chromium; the browser is closed even when the
+    test fails inside."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(lab_server + "/")
+        yield page
+    finally:
+        browser.close()
 
 
 def start_long_run(p, lab_server: str, run_outcomes):

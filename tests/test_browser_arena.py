@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, FLAGS, SCREENSHOTS, require_chromium
+from test_browser import SCREENSHOTS, lab_page, require_chromium
 
 
 @pytest.mark.browser
@@ -14,10 +14,7 @@ def test_person_votes_in_the_arena_and_sees_the_leaderboard(lab_server):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(lab_server + "/")
+        with lab_page(p, lab_server) as page:
             left, right = page.locator("#arena-left"), page.locator("#arena-right")
             expect(left.locator("img")).to_be_visible(timeout=120_000)  # a pair on page load
             expect(page.locator("input[type=file]")).to_have_count(1)  # the lab's photo: the arena adds none
@@ -54,8 +51,6 @@ def test_person_votes_in_the_arena_and_sees_the_leaderboard(lab_server):
                 expect(files).to_contain_text(
                     re.compile(rf"{stem}\s*\.{suffix}"), timeout=60_000
                 )  # gradio splits the name
-        finally:
-            browser.close()
 
 
 def _shot(name: str) -> str:

@@ -5,7 +5,7 @@ each in the score table, the perception–distortion view and the monotonicity c
 from __future__ import annotations
 
 import pytest
-from test_browser import CHROMIUM, FLAGS, ROOT, SCREENSHOTS, require_chromium
+from test_browser import ROOT, SCREENSHOTS, lab_page, require_chromium
 
 CREATIVITY = ["0.2", "0.5", "0.9"]
 RESEMBLANCE = ["0.4", "1.2"]
@@ -24,10 +24,7 @@ def test_person_runs_a_2_by_3_sweep_in_the_browser(lab_server):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(lab_server + "/")
+        with lab_page(p, lab_server) as page:
             page.set_input_files("input[type=file]", str(ROOT / "examples" / "astronaut_portrait.png"))
             page.locator("#width-in input").fill("512")  # ×2: a 128-px region, 256 px of output a point (NIQE)
             page.get_by_role("tab", name="Sweep").click()
@@ -61,5 +58,3 @@ def test_person_runs_a_2_by_3_sweep_in_the_browser(lab_server):
             page.wait_for_timeout(500)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "sweep.png"), full_page=True)
-        finally:
-            browser.close()
